@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Creates .venv and installs Semart with its test and model extras. Safe to re-run: it reinstalls only
+# when pyproject.toml changed since the last install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${SEMART_VENV:-.venv}"
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+EXTRAS="${SEMART_EXTRAS:-test,ml}"
+stamp="$VENV/.semart-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  exit 0
+fi
+if [[ ! -x "$VENV/bin/python" ]]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]"
+echo "$want" > "$stamp"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs the test suite. Needs Redis on 127.0.0.1:6379 (TEST_REDIS_URL to change it); PostgreSQL is the
+# embedded one under var/test unless DATABASE_URL points at a server with pgvector.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export SEMART_DATA_DIR="${SEMART_DATA_DIR:-$PWD/var/test}"
+export DJANGO_SETTINGS_MODULE=semart_site.settings.test
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,17 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+
+admin.site.site_header = "Semart catalogue"
+admin.site.site_title = "Semart"
+admin.site.index_title = "Collection management"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("search_app.urls")),
+]
+
+if settings.DEBUG:
+    from django.conf.urls.static import static
+
+    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -1,0 +1,44 @@
+"""Shared fixtures. Tests talk to real PostgreSQL + pgvector and real Redis; nothing here fakes them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def art_dev() -> Path:
+    """The labelled development set (read in place; never copied into the project)."""
+    path = SHARED_DATASETS / "art-dev"
+    if not (path / "images").is_dir():
+        pytest.fail(f"{path} is missing: the tests read real artworks from ../shared/datasets")
+    return path
+
+
+@pytest.fixture(scope="session")
+def art_pool() -> Path:
+    path = SHARED_DATASETS / "art-pool"
+    if not (path / "images").is_dir():
+        pytest.fail(f"{path} is missing: the tests read real artworks from ../shared/datasets")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Uploaded and derived images go to a per-test folder."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def redis_client(settings):  # type: ignore[no-untyped-def]
+    """The real Redis of the test settings, emptied before and after the test."""
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
