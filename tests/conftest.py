@@ -42,3 +42,22 @@ def redis_client(settings):  # type: ignore[no-untyped-def]
     client.flushdb()
     yield client
     client.flushdb()
+
+
+@pytest.fixture
+def celery_worker(settings, redis_client):  # type: ignore[no-untyped-def]
+    """A real Celery worker (in a thread of this process) consuming every queue of the test Redis.
+
+    Tests using it need ``@pytest.mark.django_db(transaction=True)`` so the worker's own database
+    connection sees their rows.
+    """
+    from celery.contrib.testing.worker import start_worker
+
+    from semart_site.celery import app
+    from workers.queues import ALL_QUEUES
+
+    app.conf.task_always_eager = False
+    with start_worker(
+        app, pool="solo", concurrency=1, perform_ping_check=False, queues=list(ALL_QUEUES), loglevel="WARNING"
+    ) as worker:
+        yield worker
