@@ -175,3 +175,19 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
     "loggers": {"pgserver": {"level": "WARNING"}},
 }
+
+# --- Search (search_app) -------------------------------------------------------------------------------
+SEARCH = {
+    "candidates": env.int("SEARCH_CANDIDATES", default=64),
+    "page_size": 24,
+    # final = alpha * rerank + (1 - alpha) * normalised first-stage similarity (tuned on art-dev: docs/evaluation.md)
+    "alpha": env.float("SEARCH_ALPHA", default=0.5),
+    # hits whose final score falls below this are cut instead of padding the page
+    "threshold": env.float("SEARCH_THRESHOLD", default=0.0),
+    "index": env("SEARCH_INDEX", default="pgvector"),  # pgvector | faiss
+    "faiss_gpu": env.bool("SEARCH_FAISS_GPU", default=False),
+    "hnsw_ef_search": env.int("SEARCH_HNSW_EF_SEARCH", default=100),
+    # below this many rows after filtering, scan exactly instead of walking the HNSW graph
+    "exact_scan_below": env.int("SEARCH_EXACT_SCAN_BELOW", default=20_000),
+    "rerank_timeout_s": env.float("SEARCH_RERANK_TIMEOUT", default=10.0),
+}
