@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export SEMART_DATA_DIR="${SEMART_DATA_DIR:-$PWD/var/test}"
 export DJANGO_SETTINGS_MODULE=semart_site.settings.test
+# The browser tests need Chromium; installs it only when missing and root, else they skip.
+scripts/install-browser.sh
 exec .venv/bin/python -m pytest "$@"
