@@ -8,6 +8,7 @@ admin.site.index_title = "Collection management"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", include("search_app.api.urls")),
     path("", include("search_app.urls")),
 ]
 

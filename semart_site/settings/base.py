@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import environ
+from corsheaders.defaults import default_headers as cors_default_headers
 
 from semart_site.embedded import embedded_postgres_settings
 
@@ -29,6 +30,8 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "corsheaders",
     "collections_app",
     "search_app",
     "workers",
@@ -37,6 +40,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before CommonMiddleware, so preflight requests are answered with the CORS headers.
+    "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -159,12 +164,36 @@ SEMART_FETCH = {
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # One JSON error body for every 4xx/5xx: {"error": {"code", "message", "details"}}.
+    "EXCEPTION_HANDLER": "search_app.api.errors.api_exception_handler",
 }
+# Partner API (search_app/api): rates as DRF spells them ("60/minute"); a key's own rate overrides key_rate.
+SEMART_API = {
+    "anon_rate": env("API_ANON_RATE", default="60/minute"),
+    "key_rate": env("API_KEY_RATE", default="600/minute"),
+    "max_upload_bytes": env.int("API_MAX_UPLOAD_BYTES", default=30 * 1024 * 1024),
+    "health_timeout_s": env.float("API_HEALTH_TIMEOUT", default=1.0),
+}
+# CORS for the partner API only, and only for the origins a deployment names.
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_HEADERS = (*cors_default_headers, "x-api-key")
+CORS_EXPOSE_HEADERS = ["Location", "Retry-After"]
 SPECTACULAR_SETTINGS = {
     "TITLE": "Semart API",
     "DESCRIPTION": "Art collections and a search that sees the pictures.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc served from our own static files: the CDN default is unreachable offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Several "status" fields with different choices: name each set (--fail-on-warn otherwise fails).
+    "ENUM_NAME_OVERRIDES": {
+        "ProcessingStatusEnum": "collections_app.models.ProcessingStatus",
+        "StageStatusEnum": "collections_app.models.StageStatus",
+        "HealthStatusEnum": "search_app.api.health.HEALTH_STATUSES",
+    },
 }
 
 LOGGING = {
