@@ -1,4 +1,4 @@
-"""The import loop shared by every importer: validate, upsert, count, report; a bad row never stops the rest."""
+"""The import loop every importer shares: validate, upsert, count, report. A bad row never stops the rest."""
 
 from __future__ import annotations
 
@@ -54,16 +54,15 @@ class ImportReport:
         return self.created + self.updated + self.unchanged
 
     def summary(self) -> str:
-        text = (
-            f"created {self.created}, updated {self.updated}, unchanged {self.unchanged}, failed {self.failed}"
-        )
+        text = f"created {self.created}, updated {self.updated}, unchanged {self.unchanged}"
+        text += f", failed {self.failed}"
         if self.queued:
             text += f"; {self.queued} queued for processing"
         return text
 
 
 def _snapshot(artwork: Artwork | None) -> tuple[Any, ...] | None:
-    """Everything an import can change, to tell "updated" from "unchanged" (save() always bumps updated_at)."""
+    """What an import can change, to tell "updated" from "unchanged" (save() always bumps updated_at)."""
     if artwork is None:
         return None
     fields = tuple(

@@ -1,4 +1,4 @@
-"""Reading catalogue CSVs: encodings, line numbers, and the mapping of common column names onto ArtworkData."""
+"""Reading catalogue CSVs: encodings, line numbers, and mapping common column names onto ArtworkData."""
 
 from __future__ import annotations
 
@@ -108,7 +108,9 @@ def read_csv(path: Path) -> CsvTable:
                 )
             )
             continue
-        rows.append(CsvRow(line=start, values={c: v.strip() for c, v in zip(columns, cells, strict=True) if c}))
+        rows.append(
+            CsvRow(line=start, values={c: v.strip() for c, v in zip(columns, cells, strict=True) if c})
+        )
     return CsvTable(path=path, columns=columns, rows=rows, warnings=warnings)
 
 

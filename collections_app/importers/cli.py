@@ -17,7 +17,9 @@ MAX_LISTED = 50  # row errors printed in full; the rest are counted
 
 class ImportCommand(BaseCommand):
     def add_import_arguments(self, parser: CommandParser, *, default_source: str) -> None:
-        parser.add_argument("--source", default=default_source, help=f"Source name (default {default_source!r}).")
+        parser.add_argument(
+            "--source", default=default_source, help=f"Source name (default {default_source!r})."
+        )
         parser.add_argument(
             "--process",
             action=argparse.BooleanOptionalAction,
@@ -27,11 +29,15 @@ class ImportCommand(BaseCommand):
         parser.add_argument(
             "--wait", action="store_true", help="Block until the imported artworks are processed or failed."
         )
-        parser.add_argument("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
+        parser.add_argument(
+            "--timeout", type=float, default=None, help="Give up waiting after this many seconds."
+        )
         parser.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
         parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
 
-    def import_and_report(self, items: list[ImportItem], options: dict[str, Any], *, notes: list[str]) -> ImportReport:
+    def import_and_report(
+        self, items: list[ImportItem], options: dict[str, Any], *, notes: list[str]
+    ) -> ImportReport:
         process = options["process"]
         if options["wait"] and process is False:
             raise CommandError("--wait waits for processing: it cannot be combined with --no-process.")
@@ -50,14 +56,21 @@ class ImportCommand(BaseCommand):
         if report.fatal:
             raise CommandError(report.fatal)
         if options["wait"]:
-            self._wait(report, timeout_s=options["timeout"], poll_s=options["poll"], progress=not options["no_progress"])
+            self._wait(
+                report,
+                timeout_s=options["timeout"],
+                poll_s=options["poll"],
+                progress=not options["no_progress"],
+            )
         return report
 
     def _print_report(self, report: ImportReport) -> None:
         for warning in report.warnings[:MAX_LISTED]:
             self.stderr.write(self.style.WARNING(f"warning: {warning}"))
         if len(report.warnings) > MAX_LISTED:
-            self.stderr.write(self.style.WARNING(f"... and {len(report.warnings) - MAX_LISTED} more warnings"))
+            self.stderr.write(
+                self.style.WARNING(f"... and {len(report.warnings) - MAX_LISTED} more warnings")
+            )
         for error in report.errors[:MAX_LISTED]:
             self.stderr.write(self.style.ERROR(f"failed: {error}"))
         if len(report.errors) > MAX_LISTED:
@@ -77,7 +90,9 @@ class ImportCommand(BaseCommand):
             bar.refresh()
 
         try:
-            outcome = wait_for_processing(artwork_ids=ids, timeout_s=timeout_s, poll_s=poll_s, on_progress=show)
+            outcome = wait_for_processing(
+                artwork_ids=ids, timeout_s=timeout_s, poll_s=poll_s, on_progress=show
+            )
         finally:
             bar.close()
         self.stdout.write(
@@ -87,6 +102,8 @@ class ImportCommand(BaseCommand):
         for failure in outcome.failed:
             self.stderr.write(self.style.ERROR(f"processing failed: {failure}"))
         if outcome.timed_out:
-            raise CommandError(f"Timed out after {timeout_s} s with {outcome.unfinished} artwork(s) unfinished.")
+            raise CommandError(
+                f"Timed out after {timeout_s} s with {outcome.unfinished} artwork(s) unfinished."
+            )
         if outcome.failed:
             raise CommandError(f"{len(outcome.failed)} artwork(s) failed processing.")

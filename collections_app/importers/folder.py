@@ -6,7 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collections_app.importers.base import ImportItem
-from collections_app.importers.catalogue import CatalogueError, CsvTable, normalise_column, read_csv, row_to_data
+from collections_app.importers.catalogue import (
+    CatalogueError,
+    CsvTable,
+    normalise_column,
+    read_csv,
+    row_to_data,
+)
 from collections_app.importers.images import find_images
 from collections_app.services import ArtworkData
 
@@ -43,16 +49,22 @@ class _ImageIndex:
             return str(path)
 
 
-def _folder_only(paths: list[Path], index: _ImageIndex, source: str, taken: dict[str, str]) -> list[ImportItem]:
+def _folder_only(
+    paths: list[Path], index: _ImageIndex, source: str, taken: dict[str, str]
+) -> list[ImportItem]:
     items = []
     for path in paths:
         where = index.where(path)
         source_id = path.stem
         if source_id in taken:
-            items.append(ImportItem(where=where, error=f"duplicate id {source_id!r} (also {taken[source_id]})"))
+            items.append(
+                ImportItem(where=where, error=f"duplicate id {source_id!r} (also {taken[source_id]})")
+            )
             continue
         taken[source_id] = where
-        items.append(ImportItem(where=where, data=ArtworkData(source=source, source_id=source_id), image_path=path))
+        items.append(
+            ImportItem(where=where, data=ArtworkData(source=source, source_id=source_id), image_path=path)
+        )
     return items
 
 
@@ -113,11 +125,15 @@ def plan_folder_import(
             continue
         source_id = Path(key_value).stem if key == file_column else key_value
         if source_id in taken:
-            items.append(ImportItem(where=where, error=f"duplicate id {source_id!r} (first on {taken[source_id]})"))
+            items.append(
+                ImportItem(where=where, error=f"duplicate id {source_id!r} (first on {taken[source_id]})")
+            )
             continue
         taken[source_id] = where
 
-        image, missing = _match_image(row.values.get(file_column, "") if file_column else "", source_id, index, roots)
+        image, missing = _match_image(
+            row.values.get(file_column, "") if file_column else "", source_id, index, roots
+        )
         try:
             data, warnings = row_to_data(
                 row.values, source=source, source_id=source_id, skip_columns=frozenset({key, file_column})
@@ -136,7 +152,9 @@ def plan_folder_import(
     rest = [p for p in index.paths if p not in used]
     if rest and include_uncatalogued:
         items.extend(_folder_only(rest, index, source, taken))
-        notes.append(f"{len(rest)} image(s) in the folder have no catalogue row: imported with their file name as id")
+        notes.append(
+            f"{len(rest)} image(s) in the folder have no catalogue row: imported with their file name as id"
+        )
     elif rest:
         names = ", ".join(index.where(p) for p in rest[:5]) + (", ..." if len(rest) > 5 else "")
         notes.append(
@@ -146,7 +164,9 @@ def plan_folder_import(
     return FolderPlan(items=items, notes=notes)
 
 
-def _match_image(file_value: str, source_id: str, index: _ImageIndex, roots: list[Path]) -> tuple[Path | None, str]:
+def _match_image(
+    file_value: str, source_id: str, index: _ImageIndex, roots: list[Path]
+) -> tuple[Path | None, str]:
     """The image a row names (by its file column, else by its id as the file stem), or why there is none."""
     if file_value:
         for root in roots:

@@ -61,7 +61,7 @@ class IiifPlan:
 
 
 def text_of(value: Any, language: str = "en") -> str:
-    """A plain string from any IIIF text: a string, a v2 ``{"@value", "@language"}`` list, a v3 language map."""
+    """Plain text from any IIIF text value: a string, a v2 @value/@language list, a v3 language map."""
     if value is None:
         return ""
     if isinstance(value, str):
@@ -111,7 +111,9 @@ def _version(manifest: dict[str, Any]) -> int:
         return 3
     if any("presentation/2" in str(c) for c in contexts) or manifest.get("@type") == "sc:Manifest":
         return 2
-    raise CatalogueError("not a IIIF Presentation manifest (no presentation/2 or /3 context, no Manifest type)")
+    raise CatalogueError(
+        "not a IIIF Presentation manifest (no presentation/2 or /3 context, no Manifest type)"
+    )
 
 
 def _canvases(manifest: dict[str, Any], version: int) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
@@ -165,8 +167,10 @@ def _manifest_fields(manifest: dict[str, Any], version: int) -> tuple[dict[str, 
             extra[label] = value
     if version == 3:
         fields.setdefault("description", text_of(manifest.get("summary")))
-        fields["licence"] = _id(manifest.get("rights")) if isinstance(manifest.get("rights"), dict) else str(
-            manifest.get("rights") or ""
+        fields["licence"] = (
+            _id(manifest.get("rights"))
+            if isinstance(manifest.get("rights"), dict)
+            else str(manifest.get("rights") or "")
         )
         statement = manifest.get("requiredStatement") or {}
         fields["credit_line"] = fields.get("credit_line") or text_of(statement.get("value"))
@@ -206,7 +210,9 @@ def load_manifest(location: str) -> tuple[dict[str, Any], str]:
     return manifest, name
 
 
-def plan_iiif_import(manifest: dict[str, Any], *, name: str, source: str = "iiif", single: bool = False) -> IiifPlan:
+def plan_iiif_import(
+    manifest: dict[str, Any], *, name: str, source: str = "iiif", single: bool = False
+) -> IiifPlan:
     version = _version(manifest)
     manifest_id = _id(manifest)
     fields, extra = _manifest_fields(manifest, version)
@@ -215,7 +221,9 @@ def plan_iiif_import(manifest: dict[str, Any], *, name: str, source: str = "iiif
     if not canvases:
         raise CatalogueError(f"{name} has no canvases")
 
-    def record(source_id: str, title: str, resource: dict[str, Any] | None, extra_here: dict[str, Any]) -> ArtworkData:
+    def record(
+        source_id: str, title: str, resource: dict[str, Any] | None, extra_here: dict[str, Any]
+    ) -> ArtworkData:
         data = ArtworkData(source=source, source_id=_stable_id(source_id))
         for key, value in fields.items():
             setattr(data, key, list(value) if isinstance(value, list) else value)

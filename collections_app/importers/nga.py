@@ -21,7 +21,9 @@ OBJECT_FIELDS = {
     "creditline": "credit_line",
 }
 # Columns read into fields of their own (or deliberately dropped), so they are not copied into extra.
-CONSUMED = frozenset({*OBJECT_FIELDS, "objectid", "beginyear", "endyear", "attribution", "attributioninverted"})
+CONSUMED = frozenset(
+    {*OBJECT_FIELDS, "objectid", "beginyear", "endyear", "attribution", "attributioninverted"}
+)
 NGA_OBJECT_PAGE = "https://www.nga.gov/collection/art-object-page.{objectid}.html"
 NGA_LICENCE = "CC0 (NGA open access)"
 

@@ -41,7 +41,9 @@ def check_url(url: str) -> None:
             )
 
 
-def fetch_document(url: str, *, max_bytes: int = DOCUMENT_MAX_BYTES, accept: str = "application/json") -> bytes:
+def fetch_document(
+    url: str, *, max_bytes: int = DOCUMENT_MAX_BYTES, accept: str = "application/json"
+) -> bytes:
     import httpx
 
     try:
@@ -57,7 +59,9 @@ def _fetch(url: str, *, max_bytes: int, accept: str) -> bytes:
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
         for _ in range(MAX_REDIRECTS + 1):
             check_url(url)
-            with client.stream("GET", url, headers={"Accept": accept, "User-Agent": "Semart importer"}) as resp:
+            with client.stream(
+                "GET", url, headers={"Accept": accept, "User-Agent": "Semart importer"}
+            ) as resp:
                 if resp.is_redirect:
                     url = urljoin(url, resp.headers.get("location", ""))
                     continue

@@ -49,7 +49,9 @@ def processing_failures_of(*, artwork_ids: list[int]) -> list[FailedArtwork]:
         a.pk: FailedArtwork(artwork_id=a.pk, name=str(a) if a.title else a.source_id, errors=[])
         for a in Artwork.objects.filter(pk__in=artwork_ids, status=ProcessingStatus.FAILED).order_by("pk")
     }
-    steps = ProcessingStep.objects.filter(artwork_id__in=list(failed), status=StageStatus.FAILED).order_by("id")
+    steps = ProcessingStep.objects.filter(artwork_id__in=list(failed), status=StageStatus.FAILED).order_by(
+        "id"
+    )
     for step in steps:
         failed[step.artwork_id].errors.append(f"{step.stage}: {step.last_error.strip() or 'failed'}")
     return list(failed.values())

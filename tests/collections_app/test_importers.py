@@ -1,4 +1,4 @@
-"""Importers against real images from art-dev (read in place, copied only into tmp_path) and the real database."""
+"""Importers against real art-dev images (read in place, copied only into tmp_path) and the real database."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def test_changed_image_resets_status(folder: Path, art_dev: Path) -> None:
 def test_malformed_rows_are_reported_by_line_and_the_rest_imported(folder: Path, tmp_path: Path) -> None:
     catalogue = write_csv(
         tmp_path / "cat.csv",
-        'id,title,begin_year,end_year\n'
+        "id,title,begin_year,end_year\n"
         'A0003,"A title\nover two lines",1500,1510\n'  # lines 2-3: a quoted newline is one record
         "A0004,too,many,columns,here\n"  # line 4
         "A0005,Bad year,fifteen hundred,\n",  # line 5
@@ -148,7 +148,8 @@ def test_malformed_rows_are_reported_by_line_and_the_rest_imported(folder: Path,
 def test_missing_files_and_duplicate_ids(folder: Path, tmp_path: Path) -> None:
     catalogue = write_csv(
         tmp_path / "cat.csv",
-        "id,image_file,title\nA0003,A0003.jpg,first\nX1,nowhere.jpg,lost\nA0003,A0004.jpg,again\nX2,,no file\n",
+        "id,image_file,title\nA0003,A0003.jpg,first\nX1,nowhere.jpg,lost\n"
+        "A0003,A0004.jpg,again\nX2,,no file\n",
     )
     _, report = do_import(folder, catalog=catalogue)
     errors = errors_of(report)
@@ -160,7 +161,9 @@ def test_missing_files_and_duplicate_ids(folder: Path, tmp_path: Path) -> None:
 
 
 def test_a_row_without_file_but_with_iiif_url_is_imported(folder: Path, tmp_path: Path) -> None:
-    catalogue = write_csv(tmp_path / "cat.csv", "id,title,iiif_url\nR1,Remote,https://iiif.example.org/iiif/abc\n")
+    catalogue = write_csv(
+        tmp_path / "cat.csv", "id,title,iiif_url\nR1,Remote,https://iiif.example.org/iiif/abc\n"
+    )
     _, report = do_import(folder, catalog=catalogue)
     assert report.created == 1
     assert Artwork.objects.get().iiif_url == "https://iiif.example.org/iiif/abc"
@@ -175,7 +178,9 @@ def test_missing_key_column_is_a_clear_error(folder: Path, tmp_path: Path) -> No
 
 
 def test_cp1252_catalogue_is_read_with_a_warning(folder: Path, tmp_path: Path) -> None:
-    catalogue = write_csv(tmp_path / "cat.csv", "id;title\nA0003;Vierge à l'Enfant – détail\n", encoding="cp1252")
+    catalogue = write_csv(
+        tmp_path / "cat.csv", "id;title\nA0003;Vierge à l'Enfant – détail\n", encoding="cp1252"
+    )
     plan, report = do_import(folder, catalog=catalogue)
     assert any("cp1252" in note for note in plan.notes)
     assert Artwork.objects.get().title == "Vierge à l'Enfant – détail"
@@ -225,7 +230,7 @@ def test_unknown_iconclass_notations_are_dropped_with_a_warning(folder: Path, tm
 NGA_OBJECTS = (
     "objectid,accessionnum,title,displaydate,beginyear,endyear,medium,dimensions,classification,attribution,"
     "creditline,provenancetext\n"
-    '1138,1937.1.24,The Annunciation,c. 1434/1436,1434,1436,oil on canvas transferred from panel,'
+    "1138,1937.1.24,The Annunciation,c. 1434/1436,1434,1436,oil on canvas transferred from panel,"
     '"overall: 90.2 x 34.1 cm",Painting,Jan van Eyck,Andrew W. Mellon Collection,Hermitage\n'
     "12217,1942.9.1,Saint Jerome,1520,1520,1520,oil on panel,,Painting,Lorenzo Lotto,Samuel H. Kress,\n"
     "5000,1943.3.1,A drawing,1600,1600,1600,pen,,Drawing,Anon,Gift,\n"
@@ -233,7 +238,7 @@ NGA_OBJECTS = (
 )
 NGA_IMAGES = (
     "uuid,iiifurl,iiifthumburl,viewtype,sequence,width,height,maxpixels,created,modified,depictstmsobjectid\n"
-    "u-1,https://api.nga.gov/iiif/u-1,\"https://api.nga.gov/iiif/u-1/full/!200,200/0/default.jpg\",primary,0,"
+    'u-1,https://api.nga.gov/iiif/u-1,"https://api.nga.gov/iiif/u-1/full/!200,200/0/default.jpg",primary,0,'
     "1800,4700,,,,1138\n"
     "u-2,https://api.nga.gov/iiif/u-2,,alternate,1,100,100,,,,1138\n"
     "u-3,https://api.nga.gov/iiif/u-3,,primary,0,2000,2500,,,,12217\n"
@@ -243,7 +248,9 @@ NGA_IMAGES = (
 
 @pytest.fixture
 def nga_files(tmp_path: Path) -> tuple[Path, Path]:
-    return write_csv(tmp_path / "objects.csv", NGA_OBJECTS), write_csv(tmp_path / "published_images.csv", NGA_IMAGES)
+    return write_csv(tmp_path / "objects.csv", NGA_OBJECTS), write_csv(
+        tmp_path / "published_images.csv", NGA_IMAGES
+    )
 
 
 def test_nga_objects_with_primary_images_are_imported(nga_files: tuple[Path, Path]) -> None:
@@ -254,7 +261,11 @@ def test_nga_objects_with_primary_images_are_imported(nga_files: tuple[Path, Pat
     assert any("1 object(s) have no primary published image" in n for n in plan.notes)
     annunciation = Artwork.objects.get(source="nga", source_id="1138")
     assert annunciation.iiif_url == "https://api.nga.gov/iiif/u-1"
-    assert (annunciation.accession_number, annunciation.date_begin, annunciation.date_end) == ("1937.1.24", 1434, 1436)
+    assert (annunciation.accession_number, annunciation.date_begin, annunciation.date_end) == (
+        "1937.1.24",
+        1434,
+        1436,
+    )
     assert annunciation.artist_names == "Jan van Eyck"
     assert annunciation.credit_line == "Andrew W. Mellon Collection"
     assert annunciation.extra["provenancetext"] == "Hermitage"
@@ -340,7 +351,9 @@ MANIFEST_V3 = {
                             "body": {
                                 "id": "https://example.org/iiif/img42/full/max/0/default.jpg",
                                 "type": "Image",
-                                "service": [{"id": "https://example.org/iiif/img42", "type": "ImageService3"}],
+                                "service": [
+                                    {"id": "https://example.org/iiif/img42", "type": "ImageService3"}
+                                ],
                             },
                             "target": "https://example.org/iiif/3/painting/canvas/1",
                         }

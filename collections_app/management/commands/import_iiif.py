@@ -14,11 +14,13 @@ from collections_app.importers.remote import FetchRefused
 
 
 class Command(ImportCommand):
-    help = "Import IIIF Presentation manifests (2.x or 3.0): one artwork per canvas, or per manifest with --single."
+    help = "Import IIIF Presentation manifests (2.x, 3.0): an artwork per canvas, or per manifest (--single)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("manifests", nargs="+", help="Manifest file paths or http(s) URLs.")
-        parser.add_argument("--single", action="store_true", help="One artwork per manifest (its first image).")
+        parser.add_argument(
+            "--single", action="store_true", help="One artwork per manifest (its first image)."
+        )
         self.add_import_arguments(parser, default_source="iiif")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -27,7 +29,9 @@ class Command(ImportCommand):
         for location in options["manifests"]:
             try:
                 manifest, name = load_manifest(location)
-                plan = plan_iiif_import(manifest, name=name, source=options["source"], single=options["single"])
+                plan = plan_iiif_import(
+                    manifest, name=name, source=options["source"], single=options["single"]
+                )
             except (CatalogueError, FetchRefused) as exc:
                 if len(options["manifests"]) == 1:
                     raise CommandError(str(exc)) from exc

@@ -1,4 +1,4 @@
-"""python manage.py import_images DIR [--catalog FILE.csv] [--source NAME] [--process/--no-process] [--wait]"""
+"""manage.py import_images DIR [--catalog FILE.csv] [--source NAME] [--process/--no-process] [--wait]"""
 
 from __future__ import annotations
 
@@ -14,15 +14,17 @@ from collections_app.importers.folder import plan_folder_import
 
 class Command(ImportCommand):
     help = (
-        "Import a folder of images (jpg, png, tif, webp; recursive), optionally with a CSV catalogue keyed by "
-        "id or file name. Re-running updates the same artworks."
+        "Import a folder of images (jpg, png, tif, webp; recursive), optionally with a CSV catalogue "
+        "keyed by id or file name. Re-running updates the same artworks."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("folder", type=Path)
         parser.add_argument("--catalog", "--catalogue", type=Path, default=None, help="CSV catalogue.")
         parser.add_argument(
-            "--id-column", default=None, help="Catalogue column holding the record id (default: id, source_id)."
+            "--id-column",
+            default=None,
+            help="Catalogue column holding the record id (default: id, source_id).",
         )
         parser.add_argument(
             "--include-uncatalogued",

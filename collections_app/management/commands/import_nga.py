@@ -1,4 +1,5 @@
-"""python manage.py import_nga --objects objects.csv --images published_images.csv [--limit N] [--classification C]"""
+"""manage.py import_nga --objects objects.csv --images published_images.csv [--limit N] [--classification X]
+"""
 
 from __future__ import annotations
 
@@ -13,13 +14,17 @@ from collections_app.importers.nga import plan_nga_import
 
 
 class Command(ImportCommand):
-    help = "Import the National Gallery of Art's open data (objects.csv + published_images.csv); images by IIIF."
+    help = (
+        "Import the National Gallery of Art's open data (objects.csv + published_images.csv); images by IIIF."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--objects", type=Path, required=True, help="NGA objects.csv")
         parser.add_argument("--images", type=Path, required=True, help="NGA published_images.csv")
         parser.add_argument("--limit", type=int, default=None, help="Import at most this many objects.")
-        parser.add_argument("--classification", default=None, help="Only this classification (e.g. Painting).")
+        parser.add_argument(
+            "--classification", default=None, help="Only this classification (e.g. Painting)."
+        )
         self.add_import_arguments(parser, default_source="nga")
 
     def handle(self, *args: Any, **options: Any) -> None:
