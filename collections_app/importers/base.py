@@ -83,6 +83,8 @@ def _error_text(exc: Exception) -> str:
         if hasattr(exc, "error_dict"):
             return "; ".join(f"{k}: {' '.join(str(m) for m in v)}" for k, v in exc.message_dict.items())
         return " ".join(exc.messages)
+    if isinstance(exc, ImageRejected):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}".strip()
 
 
