@@ -263,6 +263,7 @@ async def _run_search(request: Request, data: dict[str, Any], *, next_base: str 
 
     try:
         from search_app.pipeline import search  # the pipeline loads models lazily; import it only here
+        from search_app.query_parsing import QueryError
     except ImportError:
         raise SearchUnavailable() from None
 
@@ -294,7 +295,11 @@ async def _run_search(request: Request, data: dict[str, Any], *, next_base: str 
         threshold=data.get("threshold"),
         rerank=data["rerank"],
     )
-    result = await search(query)
+    try:
+        # No request_key: a partner may run searches in parallel; each stops only when its own request ends.
+        result = await search(query)
+    except QueryError as exc:
+        raise exceptions.ValidationError({"q": [str(exc)]}) from None
     next_offset = data["offset"] + data["limit"] if result.has_more else None
     next_url = None
     if next_offset is not None and next_base is not None:
