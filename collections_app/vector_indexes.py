@@ -24,7 +24,7 @@ def index_name(table: str, model_key: str, kind: str, dim: int) -> str:
 
 def ensure_hnsw_index(*, target: str, model_key: str, kind: str, dim: int) -> str:
     """Create the partial HNSW cosine index for one model's vectors if it is missing; returns its name."""
-    if not re.fullmatch(r"[\w.:+-]{1,120}", model_key) or kind not in ("image", "text"):
+    if not re.fullmatch(r"[\w.:@+-]{1,120}", model_key) or kind not in ("image", "text"):
         raise ValueError(f"refusing odd model key or kind: {model_key!r} {kind!r}")
     table = TABLES[target]
     name = index_name(target, model_key, kind, dim)

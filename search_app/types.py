@@ -38,6 +38,8 @@ class SearchQuery:
     threshold: float | None = None  # None: settings.SEARCH["threshold"]
     rerank: bool = True
     depth: int | None = None  # candidates to gather; None: settings.SEARCH["candidates"]
+    lexical: bool = True  # the full-text leg (off for ablations)
+    iconclass: bool = True  # the ICONCLASS expansion leg (off for ablations)
 
 
 @dataclass

@@ -9,3 +9,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "semart_site.settings.local")
 app = Celery("semart")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Tasks outside an app's tasks.py module, which autodiscovery would not find.
+app.conf.imports = ("workers.search_tasks",)

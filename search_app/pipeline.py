@@ -1,0 +1,359 @@
+"""One search pipeline for the pages, the API and the evaluation command:
+parse -> encode -> candidates (vector, lexical, ICONCLASS legs, fused) -> rerank (rerank queue) -> page.
+
+The web process never loads a model: query encoding and reranking run on the ``rerank`` queue, and the
+request awaits their answers without blocking the event loop. When the request is cancelled (the client
+disconnected) or superseded (the same visitor searched again), the rerank is told to stop between batches.
+If no worker answers in time, the answer degrades to the first stage and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from asgiref.sync import async_to_sync, sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+
+from collections_app.models import Artwork, Detail
+from search_app import request_control
+from search_app.fusion import Candidate, final_score, normalised_first_stage, reciprocal_rank_fusion
+from search_app.iconclass_expansion import expand_query
+from search_app.query_parsing import QueryError, parse_query_text
+from search_app.retrieval import (
+    LegHit,
+    detail_levels,
+    iconclass_leg,
+    lexical_leg,
+    reference_vectors,
+    vector_leg,
+)
+from search_app.types import LEVELS, DetailHit, SearchHit, SearchQuery, SearchResponse
+
+__all__ = ["QueryError", "parse_query_text", "search", "search_sync"]
+
+logger = logging.getLogger(__name__)
+
+ENCODE_TIMEOUT_S = 3.0
+RANKING_CACHE_TTL_S = 300
+
+
+@dataclass
+class FirstStage:
+    candidates: list[Candidate]
+    legs: dict[str, list[LegHit]] = field(default_factory=dict)
+    notations: list[tuple[str, float]] = field(default_factory=list)
+
+
+def _validate(query: SearchQuery) -> None:
+    if query.level not in LEVELS:
+        raise QueryError(f"level must be one of {', '.join(LEVELS)}")
+    if not (query.text.strip() or query.like_artwork_id or query.like_detail_id or query.image_bytes):
+        raise QueryError("nothing to search for: give text, an image, or an artwork for 'more like this'")
+    if query.limit < 1 or query.offset < 0:
+        raise QueryError("limit must be positive and offset not negative")
+    if query.image_bytes:
+        # Not yet: an upload would need its own encode task (tasks never carry images). Say so clearly.
+        raise QueryError("searching by an uploaded image is not available yet; use 'more like this' on an artwork")
+
+
+def _normalise(query: SearchQuery) -> tuple[str, tuple[str, ...]]:
+    """The text to look for and the exclusions; parsing again is harmless for text already parsed."""
+    text, found = parse_query_text(query.text)
+    exclude = tuple(dict.fromkeys([*query.exclude, *found]))
+    return text, exclude
+
+
+def _depth(query: SearchQuery) -> int:
+    return max(int(query.depth or settings.SEARCH["candidates"]), query.offset + query.limit)
+
+
+def first_stage(
+    query: SearchQuery, *, text: str, exclude: tuple[str, ...], vector: np.ndarray | None, model_key: str
+) -> FirstStage:
+    """Candidates from every leg, fused, exclusions marked."""
+    depth = _depth(query)
+    levels = detail_levels(query.level)
+    like = query.like_artwork_id
+    legs: dict[str, list[LegHit]] = {}
+    if vector is not None:
+        common: dict[str, Any] = {"vector": vector, "model_key": model_key, "filters": query.filters}
+        if query.level == "artworks":
+            legs["vector"] = vector_leg(
+                target="artwork", kind="image", limit=depth, exclude_artwork_id=like, **common
+            )
+        # Details come many per artwork: fetch deeper so enough distinct artworks remain after grouping.
+        legs["vector_details"] = vector_leg(
+            target="detail", kind="image", levels=levels, limit=depth * 3, exclude_artwork_id=like, **common
+        )
+        if text:
+            legs["vector_captions"] = vector_leg(
+                target="detail", kind="text", levels=levels, limit=depth * 3, exclude_artwork_id=like, **common
+            )
+    if text and query.lexical:
+        legs["lexical"] = lexical_leg(text=text, level=query.level, filters=query.filters, limit=depth)
+    notations: list[tuple[str, float]] = []
+    if text and query.iconclass:
+        notations = expand_query(text)
+        legs["iconclass"] = iconclass_leg(notations=notations, level=query.level, filters=query.filters, limit=depth)
+    candidates = reciprocal_rank_fusion(legs)[:depth]
+    if like is not None:
+        candidates = [c for c in candidates if c.artwork_id != like]
+    if exclude and candidates:
+        _mark_excluded(candidates, exclude=exclude, level=query.level)
+    return FirstStage(candidates=candidates, legs=legs, notations=notations)
+
+
+def _mark_excluded(candidates: list[Candidate], *, exclude: tuple[str, ...], level: str) -> None:
+    """Text evidence (titles, labels, captions, ICONCLASS) for each excluded phrase pushes a candidate down.
+    Vector similarity is not used here: the offline embedder's cosine says "similar", not "contains"."""
+    ids = [c.artwork_id for c in candidates]
+    hit_ids: set[int] = set()
+    for phrase in exclude:
+        hit_ids.update(h.artwork_id for h in lexical_leg(text=phrase, level=level, limit=len(ids), within=ids))
+        notations = expand_query(phrase)
+        hit_ids.update(h.artwork_id for h in iconclass_leg(notations=notations, level=level, limit=len(ids), within=ids))
+    for c in candidates:
+        c.excluded = c.artwork_id in hit_ids
+
+
+def _rerank_payload(candidates: list[Candidate]) -> list[dict[str, Any]]:
+    first = normalised_first_stage(candidates)
+    return [
+        {"artwork_id": c.artwork_id, "first_stage": first[c.artwork_id], "legs": dict(c.legs)} for c in candidates
+    ]
+
+
+def _thumbnail_url(artwork: Artwork) -> str:
+    for image in (artwork.thumbnail, artwork.image):
+        if image:
+            try:
+                return str(image.url)
+            except ValueError:
+                continue
+    return artwork.image_url
+
+
+def assemble(
+    query: SearchQuery,
+    stage: FirstStage,
+    *,
+    rerank: dict[str, Any] | None,
+) -> tuple[list[SearchHit], bool]:
+    """Final scores, threshold, the requested page, with the artworks' fields and best regions."""
+    alpha = float(settings.SEARCH["alpha"] if query.alpha is None else query.alpha)
+    threshold = float(settings.SEARCH["threshold"] if query.threshold is None else query.threshold)
+    first = normalised_first_stage(stage.candidates)
+    scores: dict[str, float] = (rerank or {}).get("scores", {})
+    regions: dict[str, int] = (rerank or {}).get("regions", {})
+    rows = []
+    for c in stage.candidates:
+        rr = scores.get(str(c.artwork_id))
+        detail_id = regions.get(str(c.artwork_id), c.detail_id)
+        score = final_score(first_stage=first[c.artwork_id], rerank=rr, alpha=alpha, excluded=c.excluded)
+        rows.append((score, c, rr, detail_id))
+    rows.sort(key=lambda r: (-r[0], r[1].artwork_id))
+    rows = [r for r in rows if r[0] >= threshold]
+    if query.level != "artworks":
+        rows = [r for r in rows if r[3] is not None]  # a detail search answers with regions
+    page = rows[query.offset : query.offset + query.limit]
+    has_more = len(rows) > query.offset + query.limit
+    artworks = Artwork.objects.with_artists().in_bulk([r[1].artwork_id for r in page])
+    details = Detail.objects.in_bulk([r[3] for r in page if r[3] is not None])
+    hits = []
+    for score, c, rr, detail_id in page:
+        artwork = artworks.get(c.artwork_id)
+        if artwork is None:
+            continue
+        d = details.get(detail_id) if detail_id is not None else None
+        hits.append(
+            SearchHit(
+                artwork_id=artwork.pk,
+                source_id=artwork.source_id,
+                title=artwork.title,
+                artist_names=artwork.artist_names,
+                display_date=artwork.display_date,
+                thumbnail_url=_thumbnail_url(artwork),
+                score=round(score, 6),
+                vector_score=round(first[c.artwork_id], 6),
+                rerank_score=None if rr is None else round(rr, 6),
+                detail=(
+                    DetailHit(id=d.pk, level=d.level, box=d.box, label=d.label, caption=d.caption) if d else None
+                ),
+                legs={k: round(v, 6) for k, v in c.legs.items()} | ({"excluded": 1.0} if c.excluded else {}),
+            )
+        )
+    return hits, has_more
+
+
+def _ranking_cache_key(query: SearchQuery, model_key: str) -> str:
+    fields = dataclasses.asdict(dataclasses.replace(query, offset=0, limit=0, image_bytes=None))
+    raw = json.dumps([model_key, fields], sort_keys=True, default=str)
+    return "semart:search:ranking:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _embedder_key() -> str:
+    from search_app.query_encoding import embedder_model_key
+
+    return embedder_model_key()
+
+
+def _stage_from_cache(raw: dict[str, Any]) -> tuple[FirstStage, dict[str, Any] | None]:
+    candidates = [Candidate(**c) for c in raw["candidates"]]
+    return FirstStage(candidates=candidates), raw.get("rerank")
+
+
+def _stage_to_cache(stage: FirstStage, rerank: dict[str, Any] | None) -> dict[str, Any]:
+    return {"candidates": [dataclasses.asdict(c) for c in stage.candidates], "rerank": rerank}
+
+
+async def search(query: SearchQuery, *, request_key: str | None = None) -> SearchResponse:
+    """The pipeline for async callers (the pages, /search.json, the API). A new search with the same
+    ``request_key`` stops the previous one's rerank; a cancelled call stops its own."""
+    _validate(query)
+    search_id = uuid.uuid4().hex
+    if request_key:
+        request_control.supersede(request_key=request_key, search_id=search_id)
+    try:
+        return await _search(query, search_id=search_id)
+    except asyncio.CancelledError:
+        # Synchronous Redis on purpose: the coroutine is being torn down and must not await again.
+        request_control.request_stop(search_id)
+        raise
+
+
+async def _search(query: SearchQuery, *, search_id: str) -> SearchResponse:
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    text, exclude = _normalise(query)
+    model_key = await sync_to_async(_embedder_key)()
+    cache_key = _ranking_cache_key(query, model_key)
+    cached = await cache.aget(cache_key) if query.offset else None
+    if cached is not None:
+        stage, rerank = _stage_from_cache(cached)
+        hits, has_more = await sync_to_async(assemble)(query, stage, rerank=rerank)
+        timings["total"] = _ms(started)
+        return SearchResponse(query=query, hits=hits, has_more=has_more, reranked=rerank is not None, timings_ms=timings)
+
+    degraded: list[str] = []
+    vector: np.ndarray | None = None
+    t = time.perf_counter()
+    if query.like_artwork_id is not None or query.like_detail_id is not None:
+        vector = await sync_to_async(reference_vectors)(
+            model_key=model_key, like_artwork_id=query.like_artwork_id, like_detail_id=query.like_detail_id
+        )
+        if vector is None:
+            degraded.append("that picture has no embedding yet: text matches only")
+    elif text:
+        from search_app.query_encoding import encode_text_remote
+
+        timeout = float(settings.SEARCH.get("encode_timeout_s", ENCODE_TIMEOUT_S))
+        vector = await encode_text_remote(text, search_id=search_id, timeout_s=timeout)
+        if vector is None:
+            degraded.append("query encoder unavailable: text and ICONCLASS matches only")
+    timings["encode"] = _ms(t)
+
+    t = time.perf_counter()
+    stage = await sync_to_async(first_stage)(query, text=text, exclude=exclude, vector=vector, model_key=model_key)
+    timings["candidates"] = _ms(t)
+
+    rerank: dict[str, Any] | None = None
+    if query.rerank and stage.candidates:
+        t = time.perf_counter()
+        rerank = await _rerank_remote(query, stage, search_id=search_id, text=text, model_key=model_key)
+        timings["rerank"] = _ms(t)
+        if rerank is None:
+            degraded.append("rerank unavailable: first-stage order")
+    hits, has_more = await sync_to_async(assemble)(query, stage, rerank=rerank)
+    if not degraded:
+        await cache.aset(cache_key, _stage_to_cache(stage, rerank), RANKING_CACHE_TTL_S)
+    timings["total"] = _ms(started)
+    return SearchResponse(
+        query=query,
+        hits=hits,
+        has_more=has_more,
+        reranked=rerank is not None,
+        degraded="; ".join(degraded),
+        timings_ms=timings,
+    )
+
+
+async def _rerank_remote(
+    query: SearchQuery, stage: FirstStage, *, search_id: str, text: str, model_key: str
+) -> dict[str, Any] | None:
+    from workers.search_tasks import search_rerank
+
+    timeout = float(settings.SEARCH["rerank_timeout_s"])
+    task_id = request_control.task_ids(search_id)[1]
+    search_rerank.apply_async(
+        kwargs={
+            "search_id": search_id,
+            "text": text,
+            "level": query.level,
+            "model_key": model_key,
+            "candidates": _rerank_payload(stage.candidates),
+            "like_artwork_id": query.like_artwork_id,
+            "like_detail_id": query.like_detail_id,
+        },
+        task_id=task_id,
+        expires=timeout,  # a rerank nobody waits for any more is dropped unread
+    )
+    answer = await request_control.wait_result(task_id, timeout_s=timeout)
+    if answer is None or not answer.get("ok"):
+        # Nobody will read a late answer: stop the work (or drop it, if it is still queued).
+        request_control.request_stop(search_id)
+        if answer:
+            logger.warning("rerank failed: %s", answer.get("error"))
+        return None
+    return answer
+
+
+def search_sync(query: SearchQuery, *, in_process: bool = False) -> SearchResponse:
+    """The pipeline for sync callers. ``in_process`` runs the models here instead of on the rerank queue:
+    for the evaluation command and workers, never for the web process."""
+    if not in_process:
+        return async_to_sync(search)(query)
+    _validate(query)
+    from search_app.reranking import query_vector_here, rerank_run
+    from workers.inference.registry import get_reranker
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    text, exclude = _normalise(query)
+    model_key = _embedder_key()
+    t = time.perf_counter()
+    vector = query_vector_here(
+        text=text, model_key=model_key, like_artwork_id=query.like_artwork_id, like_detail_id=query.like_detail_id
+    )
+    timings["encode"] = _ms(t)
+    t = time.perf_counter()
+    stage = first_stage(query, text=text, exclude=exclude, vector=vector, model_key=model_key)
+    timings["candidates"] = _ms(t)
+    rerank = None
+    if query.rerank and stage.candidates:
+        t = time.perf_counter()
+        rerank = rerank_run(
+            text=text,
+            query_vector=vector,
+            model_key=model_key,
+            level=query.level,
+            candidates=_rerank_payload(stage.candidates),
+            reranker=get_reranker(),
+        )
+        timings["rerank"] = _ms(t)
+    hits, has_more = assemble(query, stage, rerank=rerank)
+    timings["total"] = _ms(started)
+    return SearchResponse(query=query, hits=hits, has_more=has_more, reranked=rerank is not None, timings_ms=timings)
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 2)

@@ -1,0 +1,97 @@
+"""Redis keys that tie a search request to the work it started: stop flags, result mailboxes, and the
+"one search per visitor" rule.
+
+Work on the rerank queue is told to stop through a flag it reads between batches (cheap, and it frees the
+worker within a batch); ``revoke`` is sent as well, which drops the task if no worker has picked it up yet.
+``revoke(terminate=True)`` is never used: it kills the worker process, not the task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import redis
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+KEY_TTL_S = 600
+_PREFIX = "semart:search"
+
+_clients: dict[str, redis.Redis] = {}
+
+
+def sync_redis() -> redis.Redis:
+    url = settings.REDIS_URL
+    client = _clients.get(url)
+    if client is None:
+        client = _clients[url] = redis.Redis.from_url(url, socket_timeout=5)
+    return client
+
+
+def stop_key(search_id: str) -> str:
+    return f"{_PREFIX}:{search_id}:stop"
+
+
+def mailbox_key(search_id: str) -> str:
+    return f"{_PREFIX}:{search_id}:result"
+
+
+def active_key(request_key: str) -> str:
+    return f"{_PREFIX}:active:{request_key}"
+
+
+def task_ids(search_id: str) -> tuple[str, ...]:
+    """Celery task ids a search may have started (its encode and rerank steps)."""
+    return (f"{search_id}-encode", f"{search_id}-rerank")
+
+
+def request_stop(search_id: str) -> None:
+    """Tell the search's tasks to stop between batches, and drop them if they are still queued."""
+    from semart_site.celery import app
+
+    sync_redis().set(stop_key(search_id), b"1", ex=KEY_TTL_S)
+    try:
+        app.control.revoke(list(task_ids(search_id)))
+    except Exception:  # the stop flag already does the job; revoke is a bonus for queued tasks
+        logger.warning("could not broadcast revoke for search %s", search_id, exc_info=True)
+
+
+def stop_requested(search_id: str) -> bool:
+    return bool(sync_redis().exists(stop_key(search_id)))
+
+
+def supersede(*, request_key: str, search_id: str) -> str | None:
+    """Make ``search_id`` the visitor's current search; stop the previous one. Returns the previous id."""
+    previous = sync_redis().set(active_key(request_key), search_id.encode(), ex=KEY_TTL_S, get=True)
+    previous_id = previous.decode() if previous else None
+    if previous_id and previous_id != search_id:
+        request_stop(previous_id)
+    return previous_id
+
+
+def post_result(mailbox: str, payload: dict[str, Any]) -> None:
+    """Worker side: hand a result to the request waiting on ``mailbox`` (or to nobody, until it expires)."""
+    client = sync_redis()
+    key = mailbox_key(mailbox)
+    client.rpush(key, json.dumps(payload))
+    client.expire(key, KEY_TTL_S)
+
+
+async def wait_result(mailbox: str, *, timeout_s: float) -> dict[str, Any] | None:
+    """Await a worker's result without blocking the event loop; None after ``timeout_s``.
+
+    A cancelled caller (the client went away) gets CancelledError here at once: BLPOP runs on the loop.
+    """
+    import redis.asyncio as aredis
+
+    client = aredis.Redis.from_url(settings.REDIS_URL)
+    try:
+        answer = await client.blpop([mailbox_key(mailbox)], timeout=max(timeout_s, 0.01))
+    finally:
+        await client.aclose()
+    if answer is None:
+        return None
+    return json.loads(answer[1])  # type: ignore[no-any-return]
