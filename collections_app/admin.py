@@ -12,8 +12,9 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.db.models import Count, Max, Min, QuerySet
-from django.forms import ModelForm
+from django.forms import ModelForm, NumberInput, Textarea, TextInput
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.templatetags.static import static
@@ -48,7 +49,7 @@ def _iiif(artwork: Artwork, size: str) -> str:
 
 
 def artwork_thumbnail_url(artwork: Artwork) -> str:
-    """The cheapest picture that shows the artwork in a list: thumbnail, then the image, then a placeholder."""
+    """The cheapest picture of the artwork for a list: thumbnail, then the image, then a placeholder."""
     if artwork.thumbnail:
         return artwork.thumbnail.url
     if artwork.image:
@@ -184,7 +185,8 @@ class ArtistFilter(admin.SimpleListFilter):
     shown = 30
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        top = Artist.objects.annotate(n=Count("artworks")).filter(n__gt=0).order_by("-n", "name")[: self.shown]
+        top = Artist.objects.annotate(n=Count("artworks")).filter(n__gt=0).order_by("-n", "name")
+        top = top[: self.shown]
         choices = [(str(a.pk), a.name) for a in top]
         chosen = self.value()
         if chosen and chosen.isdigit() and chosen not in {c[0] for c in choices}:
@@ -240,8 +242,15 @@ class DetailInlineFormSet(BaseInlineFormSet):
 class DetailInline(admin.TabularInline):
     model = Detail
     formset = DetailInlineFormSet
-    fields = ("level", "label", "caption", "x", "y", "w", "h", "confidence", "model_key", "review_state")
-    readonly_fields = ("level", "confidence", "model_key")
+    # Compact rows: an artwork has dozens of details and the reviewer compares them with the boxes above.
+    formfield_overrides = {
+        models.CharField: {"widget": TextInput(attrs={"size": 16})},
+        models.TextField: {"widget": Textarea(attrs={"rows": 2, "cols": 32})},
+        models.FloatField: {"widget": NumberInput(attrs={"step": "any", "class": "semart-unit"})},
+    }
+    # The review state comes first: it is what a reviewer changes most, and the row is wide.
+    fields = ("level", "review_state", "label", "caption", "x", "y", "w", "h", "score", "model_key")
+    readonly_fields = ("level", "score", "model_key")
     ordering = ("level", "-confidence")
     extra = 0
     can_delete = False  # hiding keeps the model's output for training; deleting would lose it
@@ -250,6 +259,10 @@ class DetailInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="confidence")
+    def score(self, obj: Detail) -> str:
+        return f"{obj.confidence:.2f}"
 
 
 class ProcessingStepInline(admin.TabularInline):
@@ -269,13 +282,17 @@ class ProcessingStepInline(admin.TabularInline):
 # --- Artworks -----------------------------------------------------------------------------------------
 
 
-def _queue(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Artwork], **kwargs: Any) -> int:
+def _queue(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Artwork], **kwargs: Any
+) -> int:
     ids = list(queryset.values_list("pk", flat=True))
     without_image = queryset.filter(image="", iiif_url="", image_url="").count()
     queued = artwork_queue_processing(artwork_ids=ids, force=True, **kwargs)
     if without_image:
         modeladmin.message_user(
-            request, f"{without_image} of them have no image yet; their processing will fail.", messages.WARNING
+            request,
+            f"{without_image} of them have no image yet; their processing will fail.",
+            messages.WARNING,
         )
     return queued
 
@@ -312,9 +329,19 @@ class ArtworkAdmin(admin.ModelAdmin):
     inlines = [DetailInline, ProcessingStepInline]
     readonly_fields = ("status", "width", "height", "image_sha256", "created_at", "updated_at")
     fieldsets = (
-        (None, {"fields": ("title", "artists", "display_date", ("date_begin", "date_end"), "classification")}),
-        ("Record", {"fields": (("source", "source_id"), "accession_number", "collection", "medium", "dimensions",
-                               "description", "credit_line", "licence", "source_url", "iconclass")}),
+        (
+            None,
+            {"fields": ("title", "artists", "display_date", ("date_begin", "date_end"), "classification")},
+        ),
+        (
+            "Record",
+            {
+                "fields": (
+                    ("source", "source_id"), "accession_number", "collection", "medium", "dimensions",
+                    "description", "credit_line", "licence", "source_url", "iconclass",
+                )
+            },
+        ),
         ("Image", {"fields": ("image", "iiif_url", "image_url", ("width", "height"), "image_sha256")}),
         ("Processing", {"fields": ("status", "created_at", "updated_at"), "classes": ("collapse",)}),
     )
@@ -356,7 +383,11 @@ class ArtworkAdmin(admin.ModelAdmin):
         return obj.n_details  # type: ignore[attr-defined]
 
     def change_view(
-        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         artwork = self.get_object(request, object_id)
         if artwork is not None:
@@ -407,7 +438,9 @@ def _review_many(
 
 @admin.register(Detail)
 class DetailAdmin(admin.ModelAdmin):
-    list_display = ("id", "artwork", "level", "label", "short_caption", "confidence", "review_state", "model_key")
+    list_display = (
+        "id", "artwork", "level", "label", "short_caption", "confidence", "review_state", "model_key"
+    )
     list_display_links = ("id", "label")
     list_filter = ("level", "review_state", "model_key")
     search_fields = ("label", "caption", "artwork__title", "artwork__source_id")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from django.apps import apps
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -99,6 +100,7 @@ def jobs_view(request: HttpRequest) -> HttpResponse:
     context = {
         **admin.site.each_context(request),
         "title": "Processing jobs",
+        "app_name": apps.get_app_config("collections_app").verbose_name,
         "statuses": statuses,
         "rows": rows,
         "totals": totals,

@@ -49,9 +49,8 @@ def cataloger_client(cataloger) -> Client:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def real_artwork(art_dev):  # type: ignore[no-untyped-def]
     """An art-dev icon with its labelled boxes stored as details: a real picture, real regions."""
-    record = next(
-        r for r in map(json.loads, (art_dev / "metadata.jsonl").read_text().splitlines()) if r["id"] == "A0270"
-    )
+    records = map(json.loads, (art_dev / "metadata.jsonl").read_text().splitlines())
+    record = next(r for r in records if r["id"] == "A0270")
     artwork = ArtworkFactory(source="art-dev", source_id=record["id"], title=record["title"] or "Icon A0270")
     artwork.image.save("A0270.jpg", ContentFile((art_dev / record["image_file"]).read_bytes()))
     levels = [DetailLevel.ENTITY, DetailLevel.GROUP, DetailLevel.SCENE]
@@ -357,7 +356,8 @@ def test_embeddings_are_shown_but_never_editable(admin_client):
     assert admin_client.get(reverse("admin:collections_app_artworkembedding_changelist")).status_code == 200
     response = admin_client.get(reverse("admin:collections_app_artworkembedding_change", args=[embedding.pk]))
     assert response.status_code == 200
-    assert 'name="vector"' not in response.content.decode() and 'name="model_key"' not in response.content.decode()
+    html = response.content.decode()
+    assert 'name="vector"' not in html and 'name="model_key"' not in html
     assert admin_client.get(reverse("admin:collections_app_artworkembedding_add")).status_code == 403
     response = admin_client.get(reverse("admin:collections_app_artworkembedding_delete", args=[embedding.pk]))
     assert response.status_code == 403
@@ -372,7 +372,9 @@ def test_reprocess_action_queues_every_stage_on_the_broker(cataloger_client, red
     ProcessingStep.objects.create(artwork=first, stage=Stage.EMBED, status=StageStatus.DONE)
     with django_capture_on_commit_callbacks(execute=True):
         response = cataloger_client.post(
-            reverse(CHANGELIST), {"action": "reprocess", "_selected_action": [first.pk, second.pk]}, follow=True
+            reverse(CHANGELIST),
+            {"action": "reprocess", "_selected_action": [first.pk, second.pk]},
+            follow=True,
         )
     assert any("Queued 2 artwork(s) for reprocessing" in str(m) for m in response.context["messages"])
     steps = ProcessingStep.objects.filter(artwork__in=[first, second])
