@@ -324,6 +324,7 @@ SEARCH_ERRORS = {**READ_ERRORS, 503: ERROR}
 @extend_schema(tags=["search"])
 class SearchView(ApiAccess, AsyncAPIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
+    post_is_read = True
 
     @extend_schema(
         summary="Search by text or by an artwork/detail already in the catalogue",
