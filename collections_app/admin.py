@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -398,6 +399,14 @@ class ArtworkAdmin(admin.ModelAdmin):
             }
         return super().change_view(request, object_id, form_url, extra_context)
 
+    def save_model(self, request: HttpRequest, obj: Artwork, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        image_changed = bool({"image", "iiif_url", "image_url"} & set(form.changed_data))
+        if image_changed and obj.has_image_source() and settings.SEMART_PROCESS_ON_SAVE:
+            # A new picture makes every derived detail and vector stale: the same rule as a re-import.
+            artwork_queue_processing(artwork_ids=[obj.pk], force=change)
+            self.message_user(request, "The image changed: the artwork is queued for processing.")
+
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if formset.model is not Detail:
             super().save_formset(request, form, formset, change)
@@ -454,6 +463,10 @@ class DetailAdmin(admin.ModelAdmin):
         ("Structure", {"fields": ("parents", "relations", "iconclass")}),
         ("Provenance", {"fields": ("confidence", "model_key", "created_at", "updated_at")}),
     )
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        # A detail drawn by hand is credited to the cataloger, not to a model.
+        return {"model_key": "cataloger", "confidence": 1.0, **super().get_changeform_initial_data(request)}
 
     @admin.display(description="caption")
     def short_caption(self, obj: Detail) -> str:
