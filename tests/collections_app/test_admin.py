@@ -469,6 +469,17 @@ def test_jobs_view_counts_stages_and_lists_failures(cataloger_client):
     assert "Retry all failed" in html
 
 
+def test_processing_steps_list_links_the_jobs_view_and_filters_failures(cataloger_client):
+    failed = _failed(ArtworkFactory(), Stage.FETCH)
+    ProcessingStep.objects.create(artwork=ArtworkFactory(), stage=Stage.FETCH, status=StageStatus.DONE)
+    url = reverse("admin:collections_app_processingstep_changelist")
+    response = cataloger_client.get(url, {"status__exact": "failed"})
+    assert [s.pk for s in response.context["cl"].result_list] == [failed.pk]
+    assert reverse("admin-jobs") in response.content.decode()
+    change = reverse("admin:collections_app_processingstep_change", args=[failed.pk])
+    assert 'name="status"' not in cataloger_client.get(change).content.decode()
+
+
 def test_jobs_view_needs_the_view_permission(client, django_user_model):
     staff = django_user_model.objects.create_user(username="staff", password="pw", is_staff=True)
     client.force_login(staff)
