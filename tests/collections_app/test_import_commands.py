@@ -227,3 +227,121 @@ def test_wait_with_a_real_worker(folder: Path, celery_worker) -> None:  # type: 
     out, err = run("import_images", str(folder), "--wait", "--poll", "0.5", "--timeout", "600")
     assert "Processing: 2 processed, 0 failed, 0 unfinished." in out, err
     assert set(Artwork.objects.values_list("status", flat=True)) == {ProcessingStatus.PROCESSED}
+
+
+# --- the demo -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_demo_without_images_or_network_fails_clearly(tmp_path: Path, settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from django.contrib.auth import get_user_model
+
+    settings.SEMART_DATA_DIR = tmp_path / "data"
+    monkeypatch.setattr("collections_app.management.commands.demo.DEMO_POOL", tmp_path / "no-pool")
+    # ".invalid" never resolves (RFC 2606), so this behaves as a machine without internet, here or anywhere.
+    monkeypatch.setattr(
+        "collections_app.importers.aic.AIC_SEARCH", "https://api.invalid/api/v1/artworks/search"
+    )
+    with pytest.raises(CommandError, match="could not be reached .* Pass a folder: manage.py demo PATH"):
+        call_command("demo", "--no-serve", stdout=StringIO(), stderr=StringIO())
+    # The admin was made before the import was attempted, and its password written where the README says.
+    credentials = (tmp_path / "data" / "demo-admin.txt").read_text()
+    password = credentials.split("password: ")[1].strip()
+    assert get_user_model().objects.get(username="admin").check_password(password)
+    assert (tmp_path / "data" / "demo-admin.txt").stat().st_mode & 0o077 == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _demo_env(tmp_path: Path, settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    # A data folder of its own (a fresh embedded PostgreSQL) and the test Redis database as the broker.
+    env.update(
+        SEMART_DATA_DIR=str(tmp_path / "data"),
+        REDIS_URL=settings.REDIS_URL,
+        DJANGO_SETTINGS_MODULE="semart_site.settings.local",
+    )
+    return env
+
+
+def _pids(text: str) -> list[int]:
+    import re
+
+    return [int(p) for p in re.findall(r"started \(pid (\d+)", text)]
+
+
+def _gone(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie still answers kill(0); it has exited all the same.
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+@pytest.mark.slow
+def test_demo_imports_and_processes_a_tiny_folder(
+    folder: Path, tmp_path: Path, settings, redis_client
+) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    (folder / "A0005.jpg").unlink()
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "manage.py", "demo", str(folder), "--no-serve", "--timeout", "240"],
+        cwd=root, env=_demo_env(tmp_path, settings), capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "Import: created 2" in result.stdout and "Demo collection processed." in result.stdout
+    assert "Processing: 2 processed, 0 failed, 0 unfinished." in result.stdout
+    assert all(_gone(pid) for pid in _pids(result.stdout)), "the worker outlived the demo"
+
+
+@pytest.mark.slow
+def test_demo_serves_the_site_and_stops_its_children_on_ctrl_c(
+    folder: Path, tmp_path: Path, settings, redis_client
+) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    port = _free_port()
+    root = Path(__file__).resolve().parents[2]
+    log = tmp_path / "demo.out"
+    with log.open("w") as out:
+        demo = subprocess.Popen(
+            [sys.executable, "manage.py", "demo", str(folder), "--port", str(port), "--timeout", "600"],
+            cwd=root, env=_demo_env(tmp_path, settings), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            status = None
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and demo.poll() is None:
+                try:
+                    status = httpx.get(f"http://127.0.0.1:{port}/admin/login/", timeout=5).status_code
+                    break
+                except httpx.TransportError:
+                    time.sleep(1)
+            assert status == 200, log.read_text()[-3000:]
+            demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
+            assert demo.wait(timeout=60) == 0, log.read_text()[-3000:]
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+    text = log.read_text()
+    pids = _pids(text)
+    assert len(pids) == 2, text[-3000:]  # the worker and the web server
+    assert all(_gone(pid) for pid in pids), "a child outlived the demo"
