@@ -290,7 +290,7 @@ async def _search(query: SearchQuery, *, search_id: str) -> SearchResponse:
 async def _rerank_remote(
     query: SearchQuery, stage: FirstStage, *, search_id: str, text: str, model_key: str
 ) -> dict[str, Any] | None:
-    from workers.search_tasks import search_rerank
+    from workers.search_tasks import RERANK_QUEUE, search_rerank
 
     timeout = float(settings.SEARCH["rerank_timeout_s"])
     task_id = request_control.task_ids(search_id)[1]
@@ -305,6 +305,7 @@ async def _rerank_remote(
             "like_detail_id": query.like_detail_id,
         },
         task_id=task_id,
+        queue=RERANK_QUEUE,
         expires=timeout,  # a rerank nobody waits for any more is dropped unread
     )
     answer = await request_control.wait_result(task_id, timeout_s=timeout)

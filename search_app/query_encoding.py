@@ -57,14 +57,16 @@ def encode_text_here(text: str) -> tuple[np.ndarray, str]:
 
 async def encode_text_remote(text: str, *, search_id: str, timeout_s: float) -> np.ndarray | None:
     """Encode through the rerank queue, for the web process. None when no worker answered in time."""
-    from workers.search_tasks import search_encode_query
+    from workers.search_tasks import RERANK_QUEUE, search_encode_query
 
     model_key = embedder_model_key()
     raw = await cache.aget(_cache_key(model_key, text))
     if raw is not None:
         return np.frombuffer(raw, dtype=np.float32).copy()
     mailbox = request_control.task_ids(search_id)[0]
-    search_encode_query.apply_async(kwargs={"text": text, "mailbox": mailbox}, task_id=mailbox)
+    search_encode_query.apply_async(
+        kwargs={"text": text, "mailbox": mailbox}, task_id=mailbox, queue=RERANK_QUEUE, expires=timeout_s
+    )
     answer = await request_control.wait_result(mailbox, timeout_s=timeout_s)
     if not answer or not answer.get("ok"):
         if answer:

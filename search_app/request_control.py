@@ -87,7 +87,8 @@ async def wait_result(mailbox: str, *, timeout_s: float) -> dict[str, Any] | Non
     """
     import redis.asyncio as aredis
 
-    client = aredis.Redis.from_url(settings.REDIS_URL)
+    # The socket must outlive the blocking pop (redis-py 8 defaults to a 5 s read timeout).
+    client = aredis.Redis.from_url(settings.REDIS_URL, socket_timeout=timeout_s + 5)
     try:
         answer = await client.blpop([mailbox_key(mailbox)], timeout=max(timeout_s, 0.01))
     finally:

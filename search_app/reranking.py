@@ -21,8 +21,13 @@ from workers.inference.base import RerankCandidate, Reranker
 logger = logging.getLogger(__name__)
 
 
+def _as_list(value: Any) -> Any:
+    """pgvector gives a HalfVector or a plain list depending on the version; both become rows."""
+    return value.to_list() if hasattr(value, "to_list") else value
+
+
 def _vectors(rows: Sequence[Any]) -> np.ndarray:
-    return np.asarray([r.vector.to_list() for r in rows], dtype=np.float32)
+    return np.asarray([_as_list(r.vector) for r in rows], dtype=np.float32)
 
 
 def build_rerank_candidates(
@@ -163,7 +168,9 @@ def rerank_remote_run(
             should_stop=lambda: request_control.stop_requested(search_id),
         )
     except StopRequested:
-        logger.info("rerank %s stopped: its request has gone", search_id)
+        logger.info("rerank %s stopped: its request has gone or was superseded", search_id)
+        # A superseded request may still be waiting: let it answer with the first stage now.
+        request_control.post_result(mailbox, {"ok": False, "error": "stopped: request superseded or gone"})
         return
     except Exception as exc:  # the request degrades to the first stage at once instead of at its timeout
         logger.exception("rerank %s failed", search_id)

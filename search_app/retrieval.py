@@ -369,4 +369,5 @@ def reference_vectors(
         return None
     if row is None:
         return None
-    return np.asarray(row.vector.to_list(), dtype=np.float32)
+    value = row.vector
+    return np.asarray(value.to_list() if hasattr(value, "to_list") else value, dtype=np.float32)

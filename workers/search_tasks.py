@@ -1,6 +1,7 @@
 """Search work on the ``rerank`` queue: encoding a query and reranking its candidates. Thin: the logic is in
 search_app; these load what the request named and post the answer to the request's mailbox.
 
+Callers send them with ``queue=RERANK_QUEUE`` (Celery 5.7 deprecates the ``queue`` task attribute).
 Not ``acks_late``: a rerank whose request has timed out is worth nothing, so a lost one is not redone.
 """
 
@@ -15,8 +16,10 @@ from workers.queues import Queue
 
 logger = logging.getLogger(__name__)
 
+RERANK_QUEUE = Queue.RERANK.value
 
-@shared_task(name="search.encode_query", queue=Queue.RERANK, acks_late=False, soft_time_limit=30, time_limit=60)
+
+@shared_task(name="search.encode_query", acks_late=False, soft_time_limit=30, time_limit=60)
 def search_encode_query(*, text: str, mailbox: str) -> None:
     from search_app.query_encoding import encode_text_here
     from search_app.request_control import post_result
@@ -30,7 +33,7 @@ def search_encode_query(*, text: str, mailbox: str) -> None:
     post_result(mailbox, {"ok": True, "model_key": model_key})
 
 
-@shared_task(name="search.rerank", queue=Queue.RERANK, acks_late=False, soft_time_limit=60, time_limit=90)
+@shared_task(name="search.rerank", acks_late=False, soft_time_limit=60, time_limit=90)
 def search_rerank(
     *,
     search_id: str,

@@ -34,7 +34,8 @@ BATCH_COUNTER_KEY = "test:fake-slow-reranker:batches"
 
 
 class FakeSlowReranker(Reranker):
-    """Sleeps per batch and counts the batches it scored in Redis, so a test can see when work stops."""
+    """Sleeps per batch and counts the batches it scored in Redis (per query text), so a test can see when
+    work stops."""
 
     key = "fake-slow"
     version = "1"
@@ -46,5 +47,5 @@ class FakeSlowReranker(Reranker):
 
     def _score(self, query: str, batch: list[RerankCandidate], *, query_vector: np.ndarray | None) -> list[float]:
         time.sleep(self.seconds_per_batch)
-        redis.Redis.from_url(settings.REDIS_URL).incr(BATCH_COUNTER_KEY)
+        redis.Redis.from_url(settings.REDIS_URL).incr(f"{BATCH_COUNTER_KEY}:{query}")
         return [0.5 for _ in batch]

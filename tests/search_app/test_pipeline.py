@@ -1,0 +1,134 @@
+"""The whole pipeline: encode, legs, fusion, exclusions, levels, rerank through a real worker, degraded mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from search_app import request_control
+from search_app.iconclass_expansion import forget_catalogue_notations
+from search_app.pipeline import search_sync
+from search_app.query_encoding import remember_text_vector
+from search_app.query_parsing import QueryError
+from search_app.types import SearchQuery
+from tests.factories import ArtworkFactory, DetailFactory
+from tests.search_app.conftest import MODEL_KEY, embed_artwork, embed_detail, unit
+
+ANGEL = unit([1, 0, 0, 0, 0, 0, 0, 0])
+
+
+def _axis(i: int, mix: float = 0.0) -> np.ndarray:
+    v = np.zeros(8, dtype=np.float32)
+    v[i] = 1.0
+    v[0] += mix
+    return unit(v)
+
+
+@pytest.fixture
+def catalogue(fake_models, clean_cache):  # type: ignore[no-untyped-def]
+    """Six artworks. The angel one has an angel region far from its whole-image vector; the others are
+    less angelic, one of them in blue."""
+    forget_catalogue_notations()
+    fake_models.table = {"angel": ANGEL}
+    angel = ArtworkFactory(title="Annunciation")
+    embed_artwork(angel, _axis(2, 0.3))
+    region = DetailFactory(artwork=angel, level="entity", label="angel", caption="an angel with wings", x=0.5, y=0.1)
+    embed_detail(region, _axis(0, 0.0))
+    wall = DetailFactory(artwork=angel, level="entity", label="wall", caption="a wall", x=0.0, y=0.5)
+    embed_detail(wall, _axis(3))
+    scene = DetailFactory(artwork=angel, level="scene", label="scene", caption="the annunciation", x=0, y=0, w=1, h=1)
+    embed_detail(scene, _axis(0, 0.0) + _axis(2))
+    blue = ArtworkFactory(title="Angel in a blue robe")
+    embed_artwork(blue, _axis(0, 0.0) + 0.2 * _axis(4))
+    red = ArtworkFactory(title="Angel in a red robe")
+    embed_artwork(red, _axis(0, 0.0) + 0.25 * _axis(4))
+    others = []
+    for i in range(4):
+        other = ArtworkFactory(title=f"Landscape {i}")
+        embed_artwork(other, _axis(5 + i % 3, 0.1 * i))
+        others.append(other)
+    return {"angel": angel, "region": region, "scene": scene, "blue": blue, "red": red, "others": others}
+
+
+@pytest.mark.django_db
+def test_exclusions_push_matches_down(catalogue, settings) -> None:
+    def order(text: str) -> list[int]:
+        return [h.artwork_id for h in search_sync(SearchQuery(text=text, rerank=False), in_process=True).hits]
+
+    blue, red = catalogue["blue"].pk, catalogue["red"].pk
+    plain = order("angel")
+    assert plain.index(blue) < plain.index(red)  # blue is a little closer to the query, and older
+
+    excluded = order("angel -blue")
+    assert excluded.index(red) < excluded.index(blue)
+    assert order("angel but no blue") == excluded
+    response = search_sync(SearchQuery(text="angel -blue", rerank=False), in_process=True)
+    flags = {h.artwork_id: h.legs.get("excluded") for h in response.hits}
+    assert flags[blue] == 1.0 and flags[red] is None
+
+
+@pytest.mark.django_db
+def test_detail_levels_answer_with_regions_of_that_level(catalogue) -> None:
+    entities = search_sync(SearchQuery(text="angel", level="entity", rerank=False), in_process=True)
+    assert entities.hits and all(h.detail is not None and h.detail.level == "entity" for h in entities.hits)
+    assert entities.hits[0].detail.id == catalogue["region"].pk  # type: ignore[union-attr]
+
+    scenes = search_sync(SearchQuery(text="angel", level="scene", rerank=False), in_process=True)
+    assert [h.detail.id for h in scenes.hits] == [catalogue["scene"].pk]  # type: ignore[union-attr]
+
+
+@pytest.mark.django_db
+def test_pages_do_not_overlap_and_say_when_there_is_more(catalogue) -> None:
+    first = search_sync(SearchQuery(text="angel", limit=2, rerank=False), in_process=True)
+    second = search_sync(SearchQuery(text="angel", limit=2, offset=2, rerank=False), in_process=True)
+    assert first.has_more
+    assert len(first.hits) == 2 and second.hits
+    assert not {h.artwork_id for h in first.hits} & {h.artwork_id for h in second.hits}
+
+
+@pytest.mark.django_db
+def test_threshold_cuts_weak_hits(catalogue) -> None:
+    everything = search_sync(SearchQuery(text="angel", rerank=False, threshold=0.0), in_process=True)
+    strict = search_sync(SearchQuery(text="angel", rerank=False, threshold=0.9), in_process=True)
+    assert len(strict.hits) < len(everything.hits)
+    assert all(h.score >= 0.9 for h in strict.hits)
+
+
+def test_bad_queries_get_clear_errors() -> None:
+    with pytest.raises(QueryError, match="level"):
+        search_sync(SearchQuery(text="angel", level="galaxy"), in_process=True)
+    with pytest.raises(QueryError, match="nothing to search"):
+        search_sync(SearchQuery(text="  "), in_process=True)
+
+
+@pytest.mark.django_db
+def test_degraded_to_first_stage_when_no_worker_consumes_the_rerank_queue(catalogue, clean_cache, settings) -> None:
+    settings.SEARCH = {**settings.SEARCH, "rerank_timeout_s": 0.5}
+    remember_text_vector("angel", ANGEL, model_key=MODEL_KEY)  # encoded earlier: only the rerank is missing
+
+    response = search_sync(SearchQuery(text="angel"))  # through the async pipeline, as the web runs it
+
+    assert not response.reranked
+    assert "rerank unavailable" in response.degraded
+    assert response.hits and all(h.rerank_score is None for h in response.hits)
+    # Nobody will read the late answer: the queued task is told to stop, so a worker that comes back skips it.
+    flags = list(clean_cache.scan_iter(match="semart:search:*:stop"))
+    assert len(flags) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rerank_runs_on_a_real_worker_and_sets_the_final_scores(catalogue, celery_worker, settings) -> None:
+    settings.SEARCH = {**settings.SEARCH, "rerank_timeout_s": 20, "alpha": 0.5, "threshold": 0.0}
+    # No cached vector: the worker encodes the query too.
+    response = search_sync(SearchQuery(text="angel"))
+
+    assert response.degraded == ""
+    assert response.reranked
+    assert all(h.rerank_score is not None for h in response.hits)
+    for hit in response.hits:
+        assert hit.score == pytest.approx(0.5 * hit.rerank_score + 0.5 * hit.vector_score, abs=1e-5)  # type: ignore[operator]
+    top = response.hits[0]
+    assert top.artwork_id == catalogue["angel"].pk  # its angel region and caption outweigh a title
+    assert top.detail is not None and top.detail.id == catalogue["region"].pk
+    assert "encode" in response.timings_ms and "rerank" in response.timings_ms
+    assert not request_control.stop_requested("no-such-search")
