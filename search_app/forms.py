@@ -85,7 +85,7 @@ class SearchForm(forms.Form):
     classification = TextField(label="Classification", max_length=FILTER_MAX_CHARS)
     medium = TextField(label="Medium", max_length=FILTER_MAX_CHARS)
     collection = TextField(label="Collection", max_length=FILTER_MAX_CHARS)
-    like = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+    like_artwork = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
     offset = forms.IntegerField(required=False, min_value=0, max_value=OFFSET_MAX, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -116,7 +116,7 @@ class SearchForm(forms.Form):
 
     def has_request(self) -> bool:
         """True when the visitor asked for something (text or "more like this"), not just opened the page."""
-        return bool(self.cleaned_data.get("q") or self.cleaned_data.get("like"))
+        return bool(self.cleaned_data.get("q") or self.cleaned_data.get("like_artwork"))
 
     def filters(self) -> SearchFilters:
         data = self.cleaned_data
@@ -134,7 +134,7 @@ class SearchForm(forms.Form):
         data = self.cleaned_data
         return SearchQuery(
             text=text,
-            like_artwork_id=data.get("like"),
+            like_artwork_id=data.get("like_artwork"),
             level=data["level"],
             filters=self.filters(),
             exclude=exclude,
@@ -150,7 +150,7 @@ class SearchForm(forms.Form):
         else:
             source = {name: self.data.get(name) for name in self.data}
         params: dict[str, str] = {}
-        for name in ("q", "level", *FILTER_FIELDS, "like"):
+        for name in ("q", "level", *FILTER_FIELDS, "like_artwork"):
             value = changes[name] if name in changes else source.get(name)
             if value in (None, "") or (name == "level" and value == "artworks"):
                 continue

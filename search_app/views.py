@@ -145,11 +145,11 @@ async def _run_search(
     from search_app.pipeline import QueryError, parse_query_text, search
 
     like_title = ""
-    if form.cleaned_data.get("like"):
-        found = await sync_to_async(_like_title)(form.cleaned_data["like"])
+    if form.cleaned_data.get("like_artwork"):
+        found = await sync_to_async(_like_title)(form.cleaned_data["like_artwork"])
         if found is None:
             form.add_error(
-                "like",
+                "like_artwork",
                 "That artwork is not in the collection (any more), so there is nothing to compare with.",
             )
             return {"state": "invalid"}, 404
@@ -317,6 +317,6 @@ def artwork_page(request: HttpRequest, pk: int) -> HttpResponse:
         "subjects": subjects,
         "query_text": query_text,
         "back_url": _url({"q": query_text}) if query_text else "",
-        "more_like_url": _url({"like": str(artwork.pk)}),
+        "more_like_url": _url({"like_artwork": str(artwork.pk)}),
     }
     return render(request, "search_app/artwork.html", context)

@@ -174,7 +174,7 @@ def test_html_and_sql_payloads_are_rendered_escaped(client: Client, fast_degradi
 
 
 def test_more_like_an_unknown_artwork_is_a_404_with_a_reason(client: Client) -> None:
-    response = client.get("/", {"like": "999999"})
+    response = client.get("/", {"like_artwork": "999999"})
     assert response.status_code == 404
     assert "That artwork is not in the collection" in response.content.decode()
 
@@ -294,6 +294,36 @@ def test_more_results_link_continues_where_the_page_ended(
     assert "Back to the first results" in second
 
 
+def test_more_like_this_ranks_by_the_stored_image_embeddings(
+    client: Client, fast_degrading_search, redis_db
+) -> None:
+    import numpy as np
+
+    from collections_app.models import ArtworkEmbedding
+    from search_app.query_encoding import embedder_model_key
+
+    model_key = embedder_model_key()
+    rng = np.random.default_rng(7)
+    base = rng.normal(size=384).astype(np.float32)
+    reference, near, far = (ArtworkFactory(title=t) for t in ("The reference", "A near cousin", "A stranger"))
+    for artwork, vector in ((reference, base), (near, base + 0.3 * rng.normal(size=384)), (far, -base)):
+        vector = np.asarray(vector, dtype=np.float32)
+        ArtworkEmbedding.objects.create(
+            artwork=artwork,
+            model_key=model_key,
+            kind="image",
+            dim=384,
+            vector=vector / np.linalg.norm(vector),
+        )
+    html = client.get("/", {"like_artwork": reference.pk}).content.decode()
+    assert "Artworks like" in html and "<cite>The reference</cite>" in html
+    ids = re.findall(r'<li class="card" data-artwork-id="(\d+)"', html)
+    assert str(reference.pk) not in ids  # not "like itself"
+    assert ids.index(str(near.pk)) < ids.index(str(far.pk)) if str(far.pk) in ids else ids[0] == str(near.pk)
+    # The search form keeps the reference, so changing the level searches like it again.
+    assert f'name="like_artwork" value="{reference.pk}"' in html
+
+
 # --- Artwork page -----------------------------------------------------------------------------------------
 
 
@@ -325,7 +355,7 @@ def test_artwork_page_shows_image_details_metadata_and_subjects(
     assert 'aria-label="Figure or object: golden halo. a golden halo around the head"' in html
     assert 'aria-label="Scene: study interior. a scholar reading at a desk"' in html
     assert 'id="show-entity"' in html and 'id="show-scene"' in html
-    assert f'href="/?like={annunciation.pk}"' in html  # more like this
+    assert f'href="/?like_artwork={annunciation.pk}"' in html  # more like this
 
 
 def test_hidden_details_never_reach_visitors(client: Client, annunciation: Artwork) -> None:
