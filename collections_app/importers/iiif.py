@@ -241,9 +241,10 @@ def plan_iiif_import(
         where = f"{name} (manifest)"
         if not manifest_id:
             return IiifPlan(items=[ImportItem(where=where, error="the manifest has no id")], notes=notes)
-        extra_here = {"canvases": len(canvases)}
         items.append(
-            ImportItem(where=where, data=record(manifest_id, fields["title"], first, extra_here))
+            ImportItem(
+                where=where, data=record(manifest_id, fields["title"], first, {"canvases": len(canvases)})
+            )
             if first is not None
             else ImportItem(where=where, error="no canvas has an image")
         )
@@ -263,9 +264,9 @@ def plan_iiif_import(
             title = fields["title"] or label
         else:
             title = f"{fields['title']} ({label})" if fields["title"] else label
-        extra_here: dict[str, Any] = {"iiif_canvas": canvas_id}
+        canvas_extra: dict[str, Any] = {"iiif_canvas": canvas_id}
         for key in ("width", "height"):
             if canvas.get(key):
-                extra_here[f"canvas_{key}"] = canvas[key]
-        items.append(ImportItem(where=where, data=record(canvas_id, title, resource, extra_here)))
+                canvas_extra[f"canvas_{key}"] = canvas[key]
+        items.append(ImportItem(where=where, data=record(canvas_id, title, resource, canvas_extra)))
     return IiifPlan(items=items, notes=notes)
