@@ -1,0 +1,68 @@
+"""Which weights a production backend loads, where from, and on what device and dtype.
+
+The checkpoint comes, in order, from the backend's ``checkpoint`` option, its environment variable (e.g.
+``SEMART_CLIP_CHECKPOINT``), or its default hub id. A hub id that has been mirrored under
+``SEMART_MODEL_DIR`` (``<model_dir>/<org>/<name>``) is read from there, so an offline deployment only copies
+folders and needs no hub access; anything else is handed to ``from_pretrained`` unchanged (hub id or folder).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from workers.inference.base import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
+
+T = TypeVar("T")
+
+# model_key is stored in a CharField(max_length=120); the backend key and "@" take the rest.
+_VERSION_MAX = 100
+
+
+def resolve_checkpoint(*, option: Any, env_var: str, default: str, model_dir: Path | None) -> str:
+    name = str(option or os.environ.get(env_var) or default).strip()
+    if not name:
+        raise ModelLoadError(f"empty checkpoint name (option 'checkpoint' or {env_var})")
+    if model_dir is not None and not Path(name).is_absolute():
+        mirrored = Path(model_dir) / name
+        if (mirrored / "config.json").is_file():
+            return str(mirrored)
+    return name
+
+
+def checkpoint_version(checkpoint: str) -> str:
+    """The weights' name for ``model_key``: the last path component, so a mirrored folder and its hub id
+    tag vectors the same way, and two different checkpoints never do."""
+    return Path(checkpoint.rstrip("/")).name[:_VERSION_MAX] or "unnamed"
+
+
+def torch_device_and_dtype(preference: str) -> tuple[str, torch.dtype]:
+    """fp16 on CUDA halves memory and is what these checkpoints are served in; CPUs are slow at fp16 matmuls,
+    so they get fp32."""
+    import torch
+
+    from workers.inference.base import choose_device
+
+    device = choose_device(preference)
+    return device, (torch.float16 if device == "cuda" else torch.float32)
+
+
+def from_pretrained(loader: Any, checkpoint: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained`` with failures turned into :class:`ModelLoadError`, which names the
+    checkpoint and is not retried (a missing folder or an offline hub does not heal by itself)."""
+    try:
+        return loader.from_pretrained(checkpoint, **kwargs)
+    except (OSError, ValueError, KeyError, ImportError) as error:
+        raise ModelLoadError(
+            f"cannot load {getattr(loader, '__name__', loader)} from {checkpoint!r}: {error}"
+        ) from error
+
+
+def batches(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), max(1, size)):
+        yield list(items[start : start + size])
