@@ -345,3 +345,24 @@ def test_demo_serves_the_site_and_stops_its_children_on_ctrl_c(
     pids = _pids(text)
     assert len(pids) == 2, text[-3000:]  # the worker and the web server
     assert all(_gone(pid) for pid in pids), "a child outlived the demo"
+
+
+def test_demo_starts_an_embedded_redis_when_none_answers(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import redis
+
+    from collections_app.management.commands.demo import Command
+    from semart_site.celery import app
+
+    for name in ("REDIS_URL", "CELERY_BROKER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("collections_app.management.commands.demo.LOCAL_REDIS", "redis://127.0.0.1:1/0")
+    monkeypatch.setattr(app.conf, "broker_url", app.conf.broker_url)
+    monkeypatch.setattr(app.conf, "result_backend", app.conf.result_backend)
+    handle, env = Command(stdout=StringIO())._broker(tmp_path)
+    try:
+        assert env["REDIS_URL"].startswith("unix://") and env["SEMART_DATA_DIR"] == str(tmp_path)
+        assert redis.Redis.from_url(env["REDIS_URL"]).ping()
+        # This process queues tasks too: kombu spells the same socket redis+socket://.
+        assert app.conf.broker_url == "redis+socket://" + env["REDIS_URL"].removeprefix("unix://")
+    finally:
+        handle.shutdown()
