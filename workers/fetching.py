@@ -1,9 +1,9 @@
 """HTTP(S) image fetching that cannot be turned against the server's own network (SSRF).
 
-Every hop of a redirect chain is checked: the host is resolved once, every address it resolves to must be a public
-one (unless the host is listed in ``settings.SEMART_FETCH['allowed_hosts']``), and the connection goes to the
-address that was checked, so a second DNS answer cannot swap in 127.0.0.1 (DNS rebinding). Bodies are read in
-chunks under a byte cap and an overall deadline, so a huge or trickling response is cut off.
+Every hop of a redirect chain is checked: the host is resolved once, every address it resolves to must be a
+public one (unless the host is listed in ``settings.SEMART_FETCH['allowed_hosts']``), and the connection goes
+to the address that was checked, so a second DNS answer cannot swap in 127.0.0.1 (DNS rebinding). Bodies are
+read in chunks under a byte cap and an overall deadline, so a huge or trickling response is cut off.
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ def fetch_bytes(
 ) -> FetchedFile:
     """GET a URL with every safety check; raises FetchRefused (permanent) or a transient error.
 
-    ``accepted_types`` are Content-Type prefixes (images by default; the importers pass JSON for manifests)."""
+    ``accepted_types`` are Content-Type prefixes (images by default; the importers pass JSON for
+    manifests)."""
     deadline = time.monotonic() + timeout_s
     for _hop in range(MAX_REDIRECTS + 1):
         parts = urlsplit(url)

@@ -1,8 +1,8 @@
 """Opening untrusted image bytes safely and turning them into the pictures the pipeline works on.
 
-Every check happens before pixels are decoded where possible: the header's size is compared with the pixel limit
-(decompression bombs), then a full decode proves the bytes are an image (truncated files and HTML saved as .jpg
-fail here with a message a cataloger can act on).
+Every check happens before pixels are decoded where possible: the header's size is compared with the pixel
+limit (decompression bombs), then a full decode proves the bytes are an image (truncated files and HTML saved
+as .jpg fail here with a message a cataloger can act on).
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def image_open_validated(data: bytes, *, max_pixels: int) -> Image.Image:
         raise ImageRejected(f"the file is {posing}, not an image (often a login or error page saved as .jpg)")
     try:
         with warnings.catch_warnings():
-            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; our own limit below is the one that counts.
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; our own limit below is the one
+            # that counts.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
@@ -68,7 +69,8 @@ def image_open_validated(data: bytes, *, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError as exc:
         raise ImageRejected("the file is not an image format we can read (or it is corrupt)") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        # Pillow reports truncated and corrupt data as OSError ("image file is truncated", "broken data stream").
+        # Pillow reports truncated and corrupt data as OSError ("image file is truncated", "broken data
+        # stream").
         raise ImageRejected(f"the image file is damaged or truncated: {exc}") from exc
     return image
 

@@ -18,7 +18,7 @@ class Route:
     content_type: str = "image/jpeg"
     status: int = 200
     location: str = ""
-    declared_length: int | None = None  # a Content-Length that differs from the body; -1: none (body ends at close)
+    declared_length: int | None = None  # a Content-Length unlike the body's; -1: none (body ends at close)
     trickle_s: float = 0.0  # pause between 1-byte writes: a server that never finishes
     fail_first: int = 0  # answer 503 this many times before serving the body
     hits: int = 0
@@ -74,8 +74,8 @@ def _handler(server_state: ImageServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def image_server() -> Iterator[ImageServer]:
+@pytest.fixture(name="image_server")
+def image_server_fixture() -> Iterator[ImageServer]:
     state = ImageServer(host="127.0.0.1", port=0)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     httpd.daemon_threads = True

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workers.image_server import ImageServer, image_server  # noqa: F401 - the fixture
+from tests.workers.image_server import ImageServer, image_server_fixture  # noqa: F401 - the fixture
 from workers.fetching import FetchRefused, fetch_bytes, resolve_checked
 from workers.pipeline.errors import TransientFetchError
 
@@ -19,7 +19,9 @@ def jpeg(art_dev: Path) -> bytes:
     return sorted((art_dev / "images").glob("*.jpg"))[0].read_bytes()
 
 
-def fetch(url: str, *, allowed: list[str] = LOCAL, max_bytes: int = 5_000_000, timeout_s: float = 5.0) -> bytes:
+def fetch(
+    url: str, *, allowed: list[str] = LOCAL, max_bytes: int = 5_000_000, timeout_s: float = 5.0
+) -> bytes:  # noqa: E501
     return fetch_bytes(url, timeout_s=timeout_s, max_bytes=max_bytes, allowed_hosts=allowed).data
 
 
@@ -35,7 +37,8 @@ def test_loopback_is_refused_without_the_allowance(image_server: ImageServer, jp
 
 
 @pytest.mark.parametrize(
-    "address", ["127.0.0.1", "10.1.2.3", "192.168.0.10", "172.16.5.5", "169.254.169.254", "::1", "fe80::1", "0.0.0.0"]
+    "address",
+    ["127.0.0.1", "10.1.2.3", "192.168.0.10", "172.16.5.5", "169.254.169.254", "::1", "fe80::1", "0.0.0.0"],
 )
 def test_private_addresses_are_refused(address: str) -> None:
     with pytest.raises(FetchRefused):
@@ -99,7 +102,9 @@ def test_server_errors_are_transient_and_client_errors_permanent(image_server: I
         fetch(image_server.url("/missing"))
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.org/a.jpg", "gopher://x/", "http:///nohost"])
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "ftp://example.org/a.jpg", "gopher://x/", "http:///nohost"]
+)
 def test_only_http_urls(url: str) -> None:
     with pytest.raises(FetchRefused, match="http"):
         fetch(url)

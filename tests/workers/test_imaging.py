@@ -1,4 +1,4 @@
-"""Validation and normalisation of untrusted image bytes, on a real art-dev picture and its damaged variants."""
+"""Validation and normalisation of untrusted image bytes: a real art-dev picture and damaged variants."""
 
 from __future__ import annotations
 
@@ -36,7 +36,12 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_a_real_jpeg_is_normalised(picture: Image.Image) -> None:

@@ -1,0 +1,240 @@
+"""The pipeline's stage services, called in-process (no Celery): composition rules on boxes, then real art-dev
+pictures through the real offline models on the real database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.core.files.base import ContentFile
+
+from collections_app.models import (
+    Artwork,
+    ArtworkEmbedding,
+    Detail,
+    DetailEmbedding,
+    DetailLevel,
+    ProcessingStep,
+    ReviewState,
+    Stage,
+)
+from tests.factories import ArtworkFactory
+from workers.inference.base import Region
+from workers.pipeline import captions, embed, entities, fetch, groups, scenes
+from workers.pipeline.captions import caption_context
+from workers.pipeline.composition import Item, group_entities, pair_relations, scene_clusters
+from workers.pipeline.entities import regions_deduplicate
+from workers.pipeline.state import step_begin, step_finish
+
+# --- composition rules on boxes ------------------------------------------------------------------------
+
+
+def test_a_portrait_is_one_group_and_one_scene() -> None:
+    person = Item(key=1, box=(0.25, 0.1, 0.5, 0.85), label="person", confidence=0.9)
+    face = Item(key=2, box=(0.4, 0.15, 0.2, 0.2), label="face", confidence=0.8)
+    groups_found = group_entities([person, face])
+    assert [sorted(g.members) for g in groups_found] == [[1, 2]]
+    assert len(scene_clusters([Item(key=10, box=groups_found[0].box, label=groups_found[0].label)])) == 1
+
+
+def test_holding_needs_a_small_object_overlapping_a_holder() -> None:
+    angel = Item(key=1, box=(0.1, 0.2, 0.3, 0.6), label="angel")
+    lily = Item(key=2, box=(0.32, 0.3, 0.1, 0.15), label="lily")
+    dove = Item(key=3, box=(0.7, 0.1, 0.1, 0.1), label="dove")
+    assert "holding" in pair_relations(angel, lily)
+    assert "holding" not in pair_relations(lily, angel)
+    assert "holding" not in pair_relations(angel, dove)  # does not touch it
+    assert "left_of" in pair_relations(angel, dove) and "right_of" in pair_relations(dove, angel)
+    assert "above" in pair_relations(dove, Item(key=4, box=(0.7, 0.7, 0.1, 0.1), label="book"))
+
+
+def test_facing_is_used_when_the_detector_knows_it() -> None:
+    left = Item(key=1, box=(0.1, 0.3, 0.2, 0.3), label="person", facing="right")
+    right = Item(key=2, box=(0.4, 0.3, 0.2, 0.3), label="person", facing="left")
+    assert "facing" in pair_relations(left, right) and "facing" in pair_relations(right, left)
+    assert "facing" not in pair_relations(Item(key=3, box=left.box, label="person"), right)
+
+
+def test_a_crowded_picture_has_more_groups_and_scenes_than_a_portrait() -> None:
+    crowd = []
+    for i, (cx, cy) in enumerate([(0.15, 0.2), (0.8, 0.2), (0.15, 0.8), (0.8, 0.8)]):
+        crowd.append(Item(key=2 * i, box=(cx - 0.08, cy - 0.12, 0.12, 0.22), label="person", confidence=0.8))
+        crowd.append(Item(key=2 * i + 1, box=(cx, cy - 0.1, 0.06, 0.06), label="book", confidence=0.6))
+    found = group_entities(crowd)
+    assert len(found) == 4 and all(len(g.members) == 2 for g in found)
+    assert all(g.label == "person holding book" for g in found)
+    units = [Item(key=100 + i, box=g.box, label=g.label) for i, g in enumerate(found)]
+    assert len(scene_clusters(units)) == 4
+
+
+def test_a_whole_picture_box_does_not_glue_everything_together() -> None:
+    whole = Item(key=0, box=(0.0, 0.0, 1.0, 1.0), label="painting", confidence=0.9)
+    a = Item(key=1, box=(0.05, 0.05, 0.1, 0.1), label="dove")
+    b = Item(key=2, box=(0.8, 0.8, 0.1, 0.1), label="lamb")
+    assert all(0 not in g.members or len(g.members) == 1 for g in group_entities([whole, a, b]))
+    assert len(scene_clusters([a, b, whole])) == 2
+
+
+def test_near_duplicate_regions_are_suppressed_and_boxes_clipped() -> None:
+    regions = [
+        Region(box=(0.1, 0.1, 0.3, 0.3), label="halo", confidence=0.9),
+        Region(box=(0.11, 0.1, 0.3, 0.3), label="halo", confidence=0.5),  # same thing again
+        Region(box=(0.14, 0.1, 0.3, 0.3), label="crown", confidence=0.6),  # other label, IoU 0.76: kept
+        Region(box=(0.9, 0.9, 0.3, 0.3), label="book", confidence=0.7),  # runs off the picture
+        Region(box=(0.5, 0.5, 0.001, 0.2), label="sliver", confidence=0.99),
+    ]
+    kept = regions_deduplicate(regions)
+    assert [r.label for r in kept] == ["halo", "book", "crown"]
+    book = kept[1].box
+    assert book[0] + book[2] <= 1.0 and book[1] + book[3] <= 1.0
+
+
+def test_caption_context_reads_like_a_sentence() -> None:
+    detail = Detail(
+        level=DetailLevel.ENTITY,
+        label="angel",
+        relations=[
+            {"relation": "left_of", "object": 3, "object_label": "dove"},
+            {"relation": "left_of", "object": 2, "object_label": "lily"},
+            {"relation": "holding", "object": 2, "object_label": "lily"},
+        ],
+    )
+    assert caption_context(detail) == "an angel holding a lily, left of a dove"
+
+
+# --- real pictures, real models --------------------------------------------------------------------------
+
+
+def artwork_from_file(path: Path, **fields: object) -> Artwork:
+    artwork = ArtworkFactory(**fields)
+    artwork.image.save(path.name, ContentFile(path.read_bytes()), save=True)
+    return artwork
+
+
+def run_all(artwork_id: int, *, force: bool = False) -> None:
+    for stage, service in [
+        (Stage.FETCH, fetch.stage_fetch),
+        (Stage.EMBED, embed.stage_embed),
+        (Stage.ENTITIES, entities.stage_entities),
+        (Stage.GROUPS, groups.stage_groups),
+        (Stage.SCENES, scenes.stage_scenes),
+        (Stage.CAPTIONS, captions.stage_captions),
+    ]:
+        step_begin(artwork_id=artwork_id, stage=stage)
+        step_finish(
+            artwork_id=artwork_id, stage=stage, model_version=service(artwork_id=artwork_id, force=force)
+        )
+
+
+def snapshot(artwork_id: int) -> dict[str, list[tuple[object, ...]]]:
+    return {
+        "details": sorted(Detail.objects.filter(artwork_id=artwork_id).values_list("pk", "level", "caption")),
+        "detail_vectors": sorted(
+            DetailEmbedding.objects.filter(artwork_id=artwork_id).values_list("pk", "model_key", "kind")
+        ),
+        "artwork_vectors": sorted(
+            ArtworkEmbedding.objects.filter(artwork_id=artwork_id).values_list("pk", "model_key", "kind")
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def busy_picture(art_dev: Path) -> Path:
+    """The art-dev picture with the most labelled boxes: a picture with much in it."""
+    import csv
+
+    with (art_dev / "metadata.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    best = max(rows, key=lambda r: int(r.get("n_boxes") or 0))
+    return art_dev / "images" / f"{best['id']}.jpg"
+
+
+@pytest.mark.django_db
+def test_a_real_picture_gets_the_whole_hierarchy(busy_picture: Path) -> None:
+    from workers.inference.registry import get_embedder
+
+    artwork = artwork_from_file(busy_picture)
+    run_all(artwork.pk)
+    artwork.refresh_from_db()
+    assert artwork.working_image and artwork.thumbnail and artwork.width and artwork.height
+    key = get_embedder().model_key
+    assert ArtworkEmbedding.objects.filter(artwork=artwork, model_key=key, kind="image").count() == 1
+    details = list(Detail.objects.filter(artwork=artwork))
+    levels = {d.level for d in details}
+    assert levels == {DetailLevel.ENTITY, DetailLevel.GROUP, DetailLevel.SCENE}
+    for d in details:
+        assert d.x >= 0 and d.y >= 0 and d.w > 0 and d.h > 0 and d.x + d.w <= 1.0001 and d.y + d.h <= 1.0001
+        assert d.caption.strip()
+        kinds = set(d.embeddings.filter(model_key=key).values_list("kind", flat=True))
+        assert kinds == {"image", "text"}, d
+    # entities hang under groups or scenes, groups under scenes
+    for group in (d for d in details if d.level == DetailLevel.GROUP):
+        assert group.children.exists()
+        assert group.parents.filter(level=DetailLevel.SCENE).count() == 1
+    assert all(
+        not s.parents.exists() and s.children.exists() for s in details if s.level == DetailLevel.SCENE
+    )
+
+
+@pytest.mark.django_db
+def test_rerun_is_a_no_op_and_force_recomputes(busy_picture: Path) -> None:
+    artwork = artwork_from_file(busy_picture)
+    run_all(artwork.pk)
+    first = snapshot(artwork.pk)
+    run_all(artwork.pk)
+    assert snapshot(artwork.pk) == first
+    run_all(artwork.pk, force=True)
+    again = snapshot(artwork.pk)
+    assert len(again["details"]) == len(first["details"])  # same models, same picture: same details...
+    assert {pk for pk, *_ in again["details"]}.isdisjoint({pk for pk, *_ in first["details"]})  # ...made anew
+    assert [k for _, *k in again["artwork_vectors"]] == [k for _, *k in first["artwork_vectors"]]
+    assert again["artwork_vectors"] != first["artwork_vectors"]
+
+
+@pytest.mark.django_db
+def test_a_new_embedder_version_adds_vectors_and_keeps_the_old(busy_picture: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from workers.inference.registry import get_embedder
+
+    artwork = artwork_from_file(busy_picture)
+    run_all(artwork.pk)
+    embedder = get_embedder()
+    old_key = embedder.model_key
+    old_vectors = snapshot(artwork.pk)
+    detail_ids = {pk for pk, *_ in old_vectors["details"]}
+    # The same network relabelled as a retrained one: what a new head version does to model_key.
+    monkeypatch.setattr(type(embedder), "model_key", property(lambda self: f"{self.key}@retrained-in-test"))
+    run_all(artwork.pk)
+    new = snapshot(artwork.pk)
+    assert set(old_vectors["artwork_vectors"]) <= set(new["artwork_vectors"])
+    assert set(old_vectors["detail_vectors"]) <= set(new["detail_vectors"])
+    assert {k for _, k, _ in new["artwork_vectors"]} == {old_key, embedder.model_key}
+    assert {pk for pk, *_ in new["details"]} == detail_ids  # the detector did not change: details kept
+    per_key = {
+        k: n
+        for k, n in [
+            (k, sum(1 for _, kk, _ in new["detail_vectors"] if kk == k))
+            for k in (old_key, embedder.model_key)
+        ]
+    }
+    assert per_key[old_key] == per_key[embedder.model_key] == 2 * len(detail_ids)
+
+
+@pytest.mark.django_db
+def test_a_new_detector_version_replaces_unreviewed_details(busy_picture: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from workers.inference.registry import get_detector
+
+    artwork = artwork_from_file(busy_picture)
+    run_all(artwork.pk)
+    kept = Detail.objects.filter(artwork=artwork, level=DetailLevel.ENTITY).first()
+    assert kept is not None
+    Detail.objects.filter(pk=kept.pk).update(review_state=ReviewState.APPROVED)
+    before = set(Detail.objects.filter(artwork=artwork).values_list("pk", flat=True))
+    detector = get_detector()
+    monkeypatch.setattr(type(detector), "model_key", property(lambda self: f"{self.key}@retrained-in-test"))
+    run_all(artwork.pk)
+    after = Detail.objects.filter(artwork=artwork)
+    assert set(after.values_list("pk", flat=True)) & before == {kept.pk}  # the approved one stays
+    assert after.filter(level=DetailLevel.ENTITY, model_key=detector.model_key).exists()
+    assert (
+        ProcessingStep.objects.get(artwork=artwork, stage=Stage.ENTITIES).model_version == detector.model_key
+    )
