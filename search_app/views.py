@@ -292,7 +292,13 @@ def artwork_page(request: HttpRequest, pk: int) -> HttpResponse:
     ]
     matched = next((b for b in boxes if b.is_match), None)
     raw_box = request.GET.get("box", "")
-    matched_region = None if matched or not raw_box else _parse_box(raw_box)
+    # A link to a detail a cataloger has since hidden must not outline it through its box either.
+    hidden_match = (
+        bool(wanted_detail)
+        and not matched
+        and any(str(d.pk) == wanted_detail for d in artwork_details(artwork=artwork, include_hidden=True))
+    )
+    matched_region = None if matched or hidden_match or not raw_box else _parse_box(raw_box)
     counts = {level: sum(1 for b in boxes if b.level == level) for level in DetailLevel.values}
     # Scenes often cover most of the picture: by default show the finest level that exists, plus the match's.
     default_level = next((lvl for lvl in DetailLevel.values if counts[lvl]), "")
@@ -311,7 +317,7 @@ def artwork_page(request: HttpRequest, pk: int) -> HttpResponse:
         ],
         "matched": matched,
         "matched_region": matched_region,
-        "bad_box": bool(raw_box) and not matched and matched_region is None,
+        "bad_box": bool(raw_box) and not matched and not hidden_match and matched_region is None,
         "metadata": _metadata(artwork),
         "source_link": _safe_link(artwork.source_url),
         "subjects": subjects,

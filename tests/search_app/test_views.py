@@ -277,6 +277,23 @@ def test_the_page_view_is_async_and_tags_the_visitor(
     assert re.fullmatch(r"[0-9a-f]{32}", cookie.value) and cookie["httponly"]
 
 
+def test_a_visitors_new_search_supersedes_their_previous_one(
+    client: Client, annunciation: Artwork, fast_degrading_search, redis_db
+) -> None:
+    from search_app import request_control
+
+    visitor = "ab" * 16
+    client.cookies["semart_client"] = visitor
+    client.get("/", {"q": "halo"})
+    first = redis_db.get(request_control.active_key(f"visitor:{visitor}"))
+    client.get("/", {"q": "skull"})
+    second = redis_db.get(request_control.active_key(f"visitor:{visitor}"))
+    assert first and second and first != second
+    # The page told the first search to stop: a rerank still running for it would quit between batches.
+    assert redis_db.exists(request_control.stop_key(first.decode()))
+    assert not redis_db.exists(request_control.stop_key(second.decode()))
+
+
 def test_more_results_link_continues_where_the_page_ended(
     client: Client, art_dev: Path, fast_degrading_search, redis_db
 ) -> None:
@@ -360,10 +377,13 @@ def test_artwork_page_shows_image_details_metadata_and_subjects(
 
 def test_hidden_details_never_reach_visitors(client: Client, annunciation: Artwork) -> None:
     hidden = Detail.objects.get(label="secret skull")
-    html = client.get(f"/artworks/{annunciation.pk}/", {"detail": hidden.pk}).content.decode()
+    # Even a search link that carries the hidden detail's box outlines nothing.
+    html = client.get(
+        f"/artworks/{annunciation.pk}/", {"detail": hidden.pk, "box": "0.7,0.6,0.2,0.2"}
+    ).content.decode()
     assert "secret skull" not in html and "the cataloger hid" not in html
     assert f'data-detail-id="{hidden.pk}"' not in html
-    assert "box--match" not in html
+    assert "box--match" not in html and "could not be read" not in html
 
 
 def test_arriving_from_a_search_highlights_the_matched_detail(client: Client, annunciation: Artwork) -> None:
