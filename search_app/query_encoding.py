@@ -11,11 +11,9 @@ import hashlib
 import logging
 
 import numpy as np
-from django.conf import settings
 from django.core.cache import cache
 
 from search_app import request_control
-from workers.inference.registry import backend_class
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +21,11 @@ CACHE_TTL_S = 7 * 24 * 3600
 
 
 def embedder_model_key() -> str:
-    """The active embedder's model key, read from its class: nothing is loaded."""
-    cls = backend_class("embedder", settings.SEMART_MODELS["embedder"])
-    return f"{cls.key}@{cls.version}"
+    """The active embedder's model key. Constructing a backend is cheap and loads no network (a version
+    may be derived from small weights files, as the offline head's digest is)."""
+    from workers.inference.registry import get_embedder
+
+    return get_embedder().model_key
 
 
 def _cache_key(model_key: str, text: str) -> str:
