@@ -35,7 +35,7 @@
       return;
     }
     const box = viewer.querySelector(`.box[data-detail-id="${CSS.escape(id)}"]`);
-    const item = document.querySelector(`[data-detail-item="${CSS.escape(id)}"]`);
+    const item = document.querySelector(`[data-detail-item="${CSS.escape(id)}"]`)?.closest("li");
     if (!box) return;
     box.classList.add("is-selected");
     item?.classList.add("is-selected");
@@ -72,22 +72,14 @@
     });
   }
 
+  // The list under the picture: choosing an entry shows its level and selects its box.
   for (const item of document.querySelectorAll("[data-detail-item]")) {
-    item.tabIndex = 0;
-    item.setAttribute("role", "button");
-    const choose = () => {
+    item.addEventListener("click", () => {
       const id = item.dataset.detailItem;
       const toggle = viewer.querySelector(`#show-${CSS.escape(item.dataset.level)}`);
       if (toggle && !toggle.checked) toggle.checked = true;
       select(id);
       viewer.querySelector(`.box[data-detail-id="${CSS.escape(id)}"]`)?.scrollIntoView({ block: "center", behavior: "smooth" });
-    };
-    item.addEventListener("click", choose);
-    item.addEventListener("keydown", (event) => {
-      if (event.key === "Enter" || event.key === " ") {
-        event.preventDefault();
-        choose();
-      }
     });
   }
 
