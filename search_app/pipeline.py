@@ -38,6 +38,7 @@ from search_app.retrieval import (
     vector_leg,
 )
 from search_app.types import LEVELS, DetailHit, SearchHit, SearchQuery, SearchResponse
+from workers.inference.base import ModelLoadError
 
 __all__ = ["QueryError", "parse_query_text", "search", "search_sync"]
 
@@ -235,7 +236,13 @@ async def _search(query: SearchQuery, *, search_id: str) -> SearchResponse:
     timings: dict[str, float] = {}
     started = time.perf_counter()
     text, exclude = _normalise(query)
-    model_key = await sync_to_async(_embedder_key)()
+    degraded: list[str] = []
+    try:
+        model_key = await sync_to_async(_embedder_key)()
+    except ModelLoadError as error:  # e.g. the offline head is not installed: words still find things
+        logger.error("no embedder: %s", error)
+        model_key = ""
+        degraded.append("no image-text model installed: text and ICONCLASS matches only")
     cache_key = _ranking_cache_key(query, model_key)
     cached = await cache.aget(cache_key) if query.offset else None
     if cached is not None:
@@ -244,10 +251,11 @@ async def _search(query: SearchQuery, *, search_id: str) -> SearchResponse:
         timings["total"] = _ms(started)
         return SearchResponse(query=query, hits=hits, has_more=has_more, reranked=rerank is not None, timings_ms=timings)
 
-    degraded: list[str] = []
     vector: np.ndarray | None = None
     t = time.perf_counter()
-    if query.like_artwork_id is not None or query.like_detail_id is not None:
+    if not model_key:
+        pass
+    elif query.like_artwork_id is not None or query.like_detail_id is not None:
         vector = await sync_to_async(reference_vectors)(
             model_key=model_key, like_artwork_id=query.like_artwork_id, like_detail_id=query.like_detail_id
         )

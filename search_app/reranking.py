@@ -125,6 +125,8 @@ def query_vector_here(
     from search_app.query_encoding import encode_text_here
     from search_app.retrieval import reference_vectors
 
+    if not model_key:  # the web side has no embedder either: rerank on words and evidence alone
+        return None
     if like_artwork_id is not None or like_detail_id is not None:
         return reference_vectors(model_key=model_key, like_artwork_id=like_artwork_id, like_detail_id=like_detail_id)
     if not text:
