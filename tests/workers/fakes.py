@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from workers.inference.base import Captioner, CaptionRequest, Detector, Embedder, Region
+from workers.inference.base import Captioner, CaptionRequest, Detector, Embedder, ModelLoadError, Region
 
 DIM = 16
 
@@ -71,3 +71,12 @@ def fake_models_fixture(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     instances = {role: cls() for role, cls in FAKES.items()}
     monkeypatch.setattr("workers.inference.registry.get_model", lambda role, key=None: instances[role])
     return instances
+
+
+class FakeUnloadableDetector(FakeFixedDetector):
+    """A detector whose weights are missing: what a broken deployment looks like to the pipeline."""
+
+    key = "fake-unloadable-detector"
+
+    def _load(self) -> None:
+        raise ModelLoadError("weights file missing: /nowhere/detector.onnx")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from django.core.files.base import ContentFile
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.utils import timezone
 
 from collections_app.models import (
@@ -189,3 +190,84 @@ def test_reconcile_requeues_a_stuck_artwork(celery_worker, fake_models, pictures
     assert wait_finished([artwork.pk]) == {artwork.pk: ProcessingStatus.PROCESSED}
     fresh.refresh_from_db()
     assert fresh.status == ProcessingStatus.PENDING
+
+
+# --- commands and failure paths that need no worker --------------------------------------------------------
+
+
+def test_reprocess_queues_the_chosen_stages(redis_client, pictures: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    artwork = stored(pictures[0].read_bytes())
+    call_command(
+        "reprocess", "--ids", str(artwork.pk), "--stages", "captions", "scenes", "--force", stdout=StringIO()
+    )
+    steps = dict(ProcessingStep.objects.filter(artwork=artwork).values_list("stage", "status"))
+    assert steps == {Stage.CAPTIONS: StageStatus.QUEUED, Stage.SCENES: StageStatus.QUEUED}
+    assert redis_client.llen(Queue.CPU.value) == 1  # one artwork_process message, waiting for a worker
+    with pytest.raises(CommandError, match="no artwork with id"):
+        call_command("reprocess", "--ids", str(artwork.pk + 1000), stdout=StringIO())
+
+
+def test_reconcile_finds_failed_never_queued_and_model_changes(fake_models, pictures: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    failed = stored(pictures[0].read_bytes())
+    ProcessingStep.objects.create(
+        artwork=failed, stage=Stage.FETCH, status=StageStatus.FAILED, last_error="x"
+    )
+    never = stored(pictures[1].read_bytes())
+    done = ArtworkFactory(status=ProcessingStatus.PROCESSED, image_url="https://example.org/a.jpg")
+    for stage in Stage.values:
+        ProcessingStep.objects.create(artwork=done, stage=stage, status=StageStatus.DONE)
+    no_image = ArtworkFactory()  # nothing to process: never listed
+    out = StringIO()
+    call_command("reconcile", "--dry-run", stdout=out)
+    listed = dict(line.split("\t") for line in out.getvalue().splitlines() if "\t" in line)
+    assert listed == {
+        str(failed.pk): "failed",
+        str(never.pk): "never queued",
+        str(done.pk): f"no vector from the active embedder {fake_models['embedder'].model_key}",
+    }
+    assert str(no_image.pk) not in listed
+    out = StringIO()
+    call_command("reconcile", "--dry-run", "--skip-failed", "--skip-model-check", stdout=out)
+    assert set(dict(line.split("\t") for line in out.getvalue().splitlines() if "\t" in line)) == {
+        str(never.pk)
+    }
+
+
+def test_vector_indexes_creates_one_index_per_model(pictures: list[Path]) -> None:
+    import numpy as np
+    from django.db import connection
+
+    from collections_app.vector_indexes import index_name
+
+    artwork = ArtworkFactory()
+    for key, dim in (("cmd-test-a@1", 8), ("cmd-test-b@2", 12)):
+        ArtworkEmbedding.objects.create(
+            artwork=artwork, model_key=key, kind="image", dim=dim, vector=np.ones(dim, dtype=np.float32)
+        )
+    call_command("vector_indexes", stdout=StringIO())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'collections_app_artworkembedding'"
+        )
+        indexes = dict(cursor.fetchall())
+    for key, dim in (("cmd-test-a@1", 8), ("cmd-test-b@2", 12)):
+        definition = indexes[index_name("artwork", key, "image", dim)]
+        assert "hnsw" in definition and key in definition and f"halfvec({dim})" in definition
+
+
+def test_a_model_that_will_not_load_fails_the_artwork_readably(monkeypatch, pictures: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    from tests.workers.fakes import FakeUnloadableDetector
+    from workers.pipeline.fetch import stage_fetch
+    from workers.tasks import stage_entities_task
+
+    artwork = stored(pictures[2].read_bytes())
+    stage_fetch(artwork_id=artwork.pk)
+    broken = FakeUnloadableDetector()
+    monkeypatch.setattr("workers.inference.registry.get_model", lambda role, key=None: broken)
+    result = stage_entities_task.apply(kwargs={"artwork_id": artwork.pk})
+    assert result.state == "IGNORED"  # the chain stops; nothing is raised into the worker
+    step = ProcessingStep.objects.get(artwork=artwork, stage=Stage.ENTITIES)
+    assert step.status == StageStatus.FAILED and "could not be loaded" in step.last_error
+    assert "weights file missing" in step.last_error
+    artwork.refresh_from_db()
+    assert artwork.status == ProcessingStatus.FAILED
