@@ -135,6 +135,24 @@ def test_hub_id_mirrored_under_model_dir_is_read_from_there(monkeypatch, tmp_pat
     assert detector.model_key == "sam@sam-vit-base"
 
 
+def test_options_come_from_a_json_environment_variable_under_explicit_ones(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from workers.inference.production.qwen3vl import Qwen3VLEmbedder
+    from workers.inference.production.sam import SamDetector
+
+    monkeypatch.setenv("SEMART_SAM_OPTIONS", '{"points_per_side": 3, "nms_iou": 0.5}')
+    detector = SamDetector(device="cpu", nms_iou=0.6)
+    assert (detector.points_per_side, detector.nms_iou) == (3, 0.6)
+    monkeypatch.setenv("SEMART_QWEN3VL_EMBEDDING_OPTIONS", '{"dimensions": 1024}')
+    embedder = Qwen3VLEmbedder(device="cpu")
+    assert embedder.dim == 1024 and embedder.model_key == "qwen3-vl-embedding@Qwen3-VL-Embedding-2B-d1024"
+    monkeypatch.setenv("SEMART_SAM_OPTIONS", "points_per_side=3")
+    with pytest.raises(ValueError, match="SEMART_SAM_OPTIONS is not valid JSON"):
+        SamDetector(device="cpu")
+    monkeypatch.setenv("SEMART_SAM_OPTIONS", "[3]")
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        SamDetector(device="cpu")
+
+
 def test_missing_checkpoint_is_a_model_load_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from workers.inference.production.blip import BlipCaptioner
 

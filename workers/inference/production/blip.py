@@ -10,6 +10,7 @@ from workers.inference.production.checkpoints import (
     batches,
     checkpoint_version,
     from_pretrained,
+    options_from_env,
     resolve_checkpoint,
     torch_device_and_dtype,
 )
@@ -30,6 +31,8 @@ class BlipCaptioner(Captioner):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # SEMART_<NAME>_OPTIONS (JSON) beside SEMART_<NAME>_CHECKPOINT: settings reach options this way.
+        self.options = options_from_env(self.env_var.replace("_CHECKPOINT", "_OPTIONS"), self.options)
         self.checkpoint = resolve_checkpoint(
             option=self.options.get("checkpoint"),
             env_var=self.env_var,

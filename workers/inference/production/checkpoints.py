@@ -8,6 +8,7 @@ folders and needs no hub access; anything else is handed to ``from_pretrained`` 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,6 +23,22 @@ T = TypeVar("T")
 
 # model_key is stored in a CharField(max_length=120); the backend key and "@" take the rest.
 _VERSION_MAX = 100
+
+
+def options_from_env(env_var: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A backend's options: those it was constructed with, over a JSON object in ``env_var`` (e.g.
+    ``SEMART_SAM_OPTIONS='{"points_per_side": 24}'``), since the registry builds backends from settings with
+    device and model folder only."""
+    raw = os.environ.get(env_var, "").strip()
+    if not raw:
+        return dict(options)
+    try:
+        from_env = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{env_var} is not valid JSON: {error}") from None
+    if not isinstance(from_env, dict):
+        raise ValueError(f"{env_var} must be a JSON object, got {type(from_env).__name__}")
+    return {**from_env, **options}
 
 
 def resolve_checkpoint(*, option: Any, env_var: str, default: str, model_dir: Path | None) -> str:

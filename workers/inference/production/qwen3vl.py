@@ -27,6 +27,7 @@ from workers.inference.production.checkpoints import (
     batches,
     checkpoint_version,
     from_pretrained,
+    options_from_env,
     resolve_checkpoint,
     torch_device_and_dtype,
 )
@@ -76,6 +77,8 @@ class _Qwen3VLBackend:
     model_dir: Any
 
     def _configure(self) -> None:
+        # SEMART_<NAME>_OPTIONS (JSON) beside SEMART_<NAME>_CHECKPOINT: settings reach options this way.
+        self.options = options_from_env(self.env_var.replace("_CHECKPOINT", "_OPTIONS"), self.options)
         self.checkpoint = resolve_checkpoint(
             option=self.options.get("checkpoint"),
             env_var=self.env_var,
