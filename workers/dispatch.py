@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.db import transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
 from collections_app.models import Artwork, ProcessingStatus, ProcessingStep, Stage, StageStatus
+
+logger = logging.getLogger(__name__)
+
+
+def _send(artwork_id: int, force: bool, stages: list[str] | None) -> None:
+    from workers.tasks import artwork_process
+
+    try:
+        artwork_process.apply_async(kwargs={"artwork_id": artwork_id, "force": force, "stages": stages})
+    except BrokerError:
+        # The rows already say "queued"; `manage.py reconcile` re-sends what stays queued once the broker is
+        # back, so an outage delays the work instead of losing it or failing the save that asked for it.
+        logger.warning("broker unreachable: artwork %s stays queued for `manage.py reconcile`", artwork_id)
 
 
 def pipeline_enqueue(*, artwork_ids: list[int], force: bool = False, stages: list[str] | None = None) -> int:
@@ -13,8 +29,6 @@ def pipeline_enqueue(*, artwork_ids: list[int], force: bool = False, stages: lis
 
     Idempotent: queuing an artwork twice runs the pipeline twice, and the second run finds nothing missing.
     """
-    from workers.tasks import artwork_process  # tasks import the models; keep this module import-light
-
     wanted = stages or list(Stage.values)
     ids = list(Artwork.objects.filter(pk__in=artwork_ids).values_list("pk", flat=True))
     now = timezone.now()
@@ -25,7 +39,5 @@ def pipeline_enqueue(*, artwork_ids: list[int], force: bool = False, stages: lis
             )
     Artwork.objects.filter(pk__in=ids).update(status=ProcessingStatus.PENDING)
     for pk in ids:
-        transaction.on_commit(
-            lambda pk=pk: artwork_process.apply_async(kwargs={"artwork_id": pk, "force": force, "stages": stages})
-        )
+        transaction.on_commit(lambda pk=pk: _send(pk, force, stages))
     return len(ids)

@@ -271,3 +271,23 @@ def test_a_model_that_will_not_load_fails_the_artwork_readably(monkeypatch, pict
     assert "weights file missing" in step.last_error
     artwork.refresh_from_db()
     assert artwork.status == ProcessingStatus.FAILED
+
+
+def test_a_broker_outage_loses_nothing(monkeypatch, redis_client, pictures: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    from kombu.exceptions import OperationalError
+
+    from workers.tasks import artwork_process
+
+    def fake_broker_down(*args: object, **kwargs: object) -> None:
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    artwork = stored(pictures[4].read_bytes())
+    monkeypatch.setattr(artwork_process, "apply_async", fake_broker_down)
+    assert pipeline_enqueue(artwork_ids=[artwork.pk]) == 1  # the save that asked for processing succeeds
+    assert set(ProcessingStep.objects.filter(artwork=artwork).values_list("status", flat=True)) == {"queued"}
+    assert redis_client.llen(Queue.CPU.value) == 0
+    monkeypatch.undo()  # the broker is back
+    out = StringIO()
+    call_command("reconcile", "--stuck-after", "0", "--skip-model-check", stdout=out)
+    assert f"{artwork.pk}\tstuck" in out.getvalue()
+    assert redis_client.llen(Queue.CPU.value) == 1
