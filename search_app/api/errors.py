@@ -13,6 +13,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -65,6 +66,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     return response
 
 
+@csrf_exempt  # otherwise a POST/PATCH to an unknown URL gets the CSRF page (HTML 403) instead of this 404
 def not_found_view(request: HttpRequest, path: str = "") -> JsonResponse:
     """Unknown URLs under /api/v1/ answer in the API's shape rather than the site's HTML 404 page."""
     return JsonResponse(error_body("not_found", f"No API endpoint at {request.path}."), status=404)

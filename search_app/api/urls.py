@@ -20,5 +20,5 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(urlconf="search_app.api.schema_urls"), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
-    re_path(r"^(?P<path>.*)$", not_found_view),
+    re_path(r"^(?P<path>[\s\S]*)$", not_found_view),  # [\s\S]: even a path with a newline gets JSON
 ]

@@ -6,6 +6,7 @@ cancelled with it when the client goes away.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from adrf.views import APIView as AsyncAPIView
@@ -32,8 +33,11 @@ from search_app.api.health import health_report
 from search_app.api.iconclass_search import iconclass_search
 from search_app.api.pagination import ArtworkCursorPagination
 from search_app.api.permissions import HasApiScope
+from search_app.api.schema import ApiAutoSchema
 from search_app.api.services import artwork_delete
 from search_app.api.throttling import ApiRateThrottle
+
+logger = logging.getLogger(__name__)
 
 ERROR = inline_serializer(
     "Error",
@@ -49,6 +53,7 @@ WRITE_ERRORS = {**READ_ERRORS, 403: ERROR}
 
 
 class ApiAccess:
+    schema = ApiAutoSchema()
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [HasApiScope]
     throttle_classes = [ApiRateThrottle]
@@ -264,6 +269,7 @@ async def _run_search(request: Request, data: dict[str, Any], *, next_base: str 
     try:
         from search_app.pipeline import search  # the pipeline loads models lazily; import it only here
         from search_app.query_parsing import QueryError
+        from workers.inference.base import ModelLoadError
     except ImportError:
         raise SearchUnavailable() from None
 
@@ -300,6 +306,10 @@ async def _run_search(request: Request, data: dict[str, Any], *, next_base: str 
         result = await search(query)
     except QueryError as exc:
         raise exceptions.ValidationError({"q": [str(exc)]}) from None
+    except ModelLoadError as exc:
+        # A deployment without its model files (e.g. an untrained head): say so instead of a bare 500.
+        logger.error("search unavailable: %s", exc)
+        raise SearchUnavailable("Search is not available: the search models are not installed on this server.") from None
     next_offset = data["offset"] + data["limit"] if result.has_more else None
     next_url = None
     if next_offset is not None and next_base is not None:

@@ -106,3 +106,17 @@ def test_cors_headers_only_for_configured_origins(api, settings):
     # The site's own pages are not opened to other origins.
     page = api.get("/", HTTP_ORIGIN="https://partner.example.org")
     assert "Access-Control-Allow-Origin" not in page
+
+
+def test_unknown_urls_answer_json_404_for_every_method(write_key):
+    from rest_framework.test import APIClient
+
+    strict = APIClient(enforce_csrf_checks=True)  # as a real client: no CSRF token, no cookie
+    for method in ("get", "post", "patch", "delete"):
+        response = getattr(strict, method)("/api/v1/artworks/not-a-number/", **auth(write_key))
+        assert_error(response, 404, "not_found")
+
+
+def test_odd_paths_still_get_the_json_404(api):
+    assert_error(api.get("/api/v1/iconclass/a%0Ab/"), 404, "not_found")
+    assert_error(api.get("/api/v1/x%0A"), 404, "not_found")

@@ -35,7 +35,8 @@ def test_doc_has_the_whole_journey():
 
 
 @pytest.mark.skipif(not (shutil.which("curl") and shutil.which("jq")), reason="needs curl and jq")
-def test_curl_examples_run_against_a_live_server(live_api, painting, tmp_path, settings, art_dev):
+def test_curl_examples_run_against_a_live_server(live_api, painting, tmp_path, settings, fake_models, clean_cache):
+    # The doc is what is tested: search runs on the real pipeline with the search tests' table embedder.
     settings.SEARCH = {**settings.SEARCH, "encode_timeout_s": 0.5, "rerank_timeout_s": 0.5}
     _, key = api_key_create(name="docs", scopes=["write"])
     painter = ArtistFactory(name="Jan van Eyck")
