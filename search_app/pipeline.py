@@ -17,6 +17,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,6 @@ from search_app.retrieval import (
     iconclass_leg,
     lexical_leg,
     reference_vectors,
-    vector_leg,
 )
 from search_app.types import LEVELS, DetailHit, SearchHit, SearchQuery, SearchResponse
 from workers.inference.base import ModelLoadError
@@ -78,6 +78,17 @@ def _depth(query: SearchQuery) -> int:
     return max(int(query.depth or settings.SEARCH["candidates"]), query.offset + query.limit)
 
 
+def _vector_leg_function() -> Callable[..., list[LegHit]]:
+    """pgvector (default) or FAISS, by settings.SEARCH["index"]; both filter inside the search."""
+    if settings.SEARCH["index"] == "faiss":
+        from search_app.faiss_index import faiss_leg
+
+        return faiss_leg
+    from search_app.retrieval import vector_leg
+
+    return vector_leg
+
+
 def first_stage(
     query: SearchQuery, *, text: str, exclude: tuple[str, ...], vector: np.ndarray | None, model_key: str
 ) -> FirstStage:
@@ -86,6 +97,7 @@ def first_stage(
     levels = detail_levels(query.level)
     like = query.like_artwork_id
     legs: dict[str, list[LegHit]] = {}
+    vector_leg = _vector_leg_function()
     if vector is not None:
         common: dict[str, Any] = {"vector": vector, "model_key": model_key, "filters": query.filters}
         if query.level == "artworks":
