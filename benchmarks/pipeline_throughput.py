@@ -107,6 +107,7 @@ def run_once(n: int, workers: int, timeout_s: float) -> dict[str, object]:
     per_stage: dict[str, list[float]] = {}
     finish_times: list[float] = []
     for step in steps:
+        assert step.started_at is not None and step.finished_at is not None  # filtered above
         per_stage.setdefault(step.stage, []).append((step.finished_at - step.started_at).total_seconds())
         if step.stage == Stage.CAPTIONS:
             finish_times.append(step.finished_at.timestamp())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from django.db import transaction
@@ -39,5 +40,5 @@ def pipeline_enqueue(*, artwork_ids: list[int], force: bool = False, stages: lis
             )
     Artwork.objects.filter(pk__in=ids).update(status=ProcessingStatus.PENDING)
     for pk in ids:
-        transaction.on_commit(lambda pk=pk: _send(pk, force, stages))
+        transaction.on_commit(functools.partial(_send, pk, force, stages))
     return len(ids)

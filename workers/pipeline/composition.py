@@ -130,7 +130,7 @@ def pair_relations(a: Item, b: Item) -> list[str]:
 
 
 def relation_triples(items: list[Item]) -> list[dict[str, Any]]:
-    triples = []
+    triples: list[dict[str, Any]] = []
     for a in items:
         for b in items:
             if a.key != b.key:

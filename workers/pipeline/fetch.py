@@ -76,7 +76,7 @@ def stage_fetch(*, artwork_id: int, force: bool = False) -> str:
     )
     with transaction.atomic():
         artwork = artwork_lock(artwork_id)
-        old_files = [f.name for f in (artwork.working_image, artwork.thumbnail) if f]
+        old_files = [str(f.name) for f in (artwork.working_image, artwork.thumbnail) if f]
         stem = f"{artwork.pk}_{hashlib.sha1(data).hexdigest()[:12]}"
         artwork.working_image.save(f"{stem}.jpg", ContentFile(image_to_jpeg(image.working)), save=False)
         artwork.thumbnail.save(f"{stem}.jpg", ContentFile(image_to_jpeg(image.thumbnail)), save=False)
@@ -89,5 +89,12 @@ def stage_fetch(*, artwork_id: int, force: bool = False) -> str:
         new_files = {artwork.working_image.name, artwork.thumbnail.name}
         storage = artwork.working_image.storage
         stale = [name for name in old_files if name not in new_files]
-        transaction.on_commit(lambda: [storage.delete(name) for name in stale])
+
+
+        def delete_stale() -> None:
+            for name in stale:
+                storage.delete(name)
+
+        # Only once the new names are committed: a rollback must not leave the row pointing at deleted files.
+        transaction.on_commit(delete_stale)
     return version
