@@ -10,7 +10,7 @@ from django.db import transaction
 from collections_app.models import Detail, DetailEmbedding, DetailLevel, EmbeddingKind, ReviewState, Stage
 from workers.inference.base import CaptionRequest
 from workers.inference.registry import get_captioner, get_embedder
-from workers.pipeline.composition import article
+from workers.pipeline.composition import article, spoken
 from workers.pipeline.embed import vector_index_ensure
 from workers.pipeline.state import artwork_lock, step_version, working_image_open
 
@@ -37,9 +37,8 @@ def caption_context(detail: Detail) -> str:
         else ("a scene" if detail.level == DetailLevel.SCENE else "a detail")
     )
     if detail.level == DetailLevel.SCENE and detail.label:
-        subject = (
-            f"a scene with {detail.label}" if detail.label != "the whole picture" else "the whole picture"
-        )
+        label = spoken(detail.label)
+        subject = f"a scene with {label}" if label != "the whole picture" else "the whole picture"
     by_object: dict[Any, list[str]] = {}
     for r in detail.relations:
         if r.get("relation") in RELATION_WORDS and r.get("object_label"):

@@ -140,8 +140,13 @@ def relation_triples(items: list[Item]) -> list[dict[str, Any]]:
     return triples
 
 
+def spoken(label: str) -> str:
+    """A label as words: detector vocabularies write "open_book"."""
+    return " ".join(label.replace("_", " ").split())
+
+
 def article(label: str) -> str:
-    label = label.strip()
+    label = spoken(label)
     if not label:
         return "something"
     return f"an {label}" if label[0].lower() in "aeiou" else f"a {label}"
@@ -152,8 +157,10 @@ def _cluster_label(items: list[Item], triples: list[dict[str, Any]]) -> str:
     held = [t for t in triples if t["relation"] == "holding"]
     if held:
         t = held[0]
-        return f"{by_key[t['subject']].label} holding {by_key[t['object']].label}"
-    labels = list(dict.fromkeys(i.label for i in sorted(items, key=lambda i: -i.confidence) if i.label))
+        return f"{spoken(by_key[t['subject']].label)} holding {spoken(by_key[t['object']].label)}"
+    labels = list(
+        dict.fromkeys(spoken(i.label) for i in sorted(items, key=lambda i: -i.confidence) if i.label)
+    )
     if not labels:
         return ""
     if len(labels) == 1:
