@@ -219,25 +219,41 @@ def clip_dir(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def siglip_dir(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
-    from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel
+    import io
+
+    import sentencepiece
+    from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel, SiglipTokenizer
 
     folder = tmp_path_factory.mktemp("tiny-siglip")
-    tokenizer, vocab = _tokenizer(
-        specials=["<pad>", "<unk>", "</s>"],
-        template=None,
-        pad_token="<pad>",
-        unk_token="<unk>",
-        eos_token="</s>",
+    # Google's SigLIP checkpoints ship a SentencePiece model, not a tokenizer.json: train a tiny one so the
+    # real SiglipTokenizer (and the sentencepiece dependency) is what the backend loads.
+    sentences = [" ".join(WORDS[i : i + 5]) for i in range(0, len(WORDS), 3)] * 10
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=model,
+        vocab_size=48,
+        hard_vocab_limit=False,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        pad_piece="<pad>",
+        eos_piece="</s>",
+        unk_piece="<unk>",
+        minloglevel=2,
     )
+    (folder / "spiece.model").write_bytes(model.getvalue())
+    tokenizer = SiglipTokenizer(vocab_file=str(folder / "spiece.model"))
     config = SiglipConfig(
         text_config={
-            "vocab_size": len(vocab),
+            "vocab_size": len(tokenizer),
             "hidden_size": 32,
             "intermediate_size": 37,
             "num_hidden_layers": 2,
             "num_attention_heads": 2,
             "max_position_embeddings": 16,
-            "pad_token_id": vocab["<pad>"],
+            "pad_token_id": tokenizer.pad_token_id,
         },
         vision_config={
             "hidden_size": 32,

@@ -114,7 +114,10 @@ class SiglipEmbedder(_DualEncoderEmbedder):
     model_class_name = "SiglipModel"
 
     def _output_dim(self, config: Any) -> int:
-        return int(config.text_config.hidden_size)
+        # The text head projects to projection_size (transformers 5), equal to the hidden size in Google's
+        # checkpoints; the vision head keeps the hidden size.
+        text = config.text_config
+        return int(getattr(text, "projection_size", None) or text.hidden_size)
 
     def _text_inputs(self, texts: list[str]) -> dict[str, Any]:
         # SigLIP was trained on text padded to the full length without an attention mask; its model card
