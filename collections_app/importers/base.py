@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError
+from django.db import DataError, IntegrityError
 
 from collections_app.importers.images import ImageRejected, read_valid_image
 from collections_app.models import Artwork, ProcessingStatus
@@ -122,7 +122,8 @@ def run_import(
                 image_name=item.image_path.name if item.image_path else "",
                 queue_processing=False,
             )
-        except (ImageRejected, ValidationError, DatabaseError, OSError) as exc:
+        # A row's own problems fail the row; a lost database connection (OperationalError) ends the import.
+        except (ImageRejected, ValidationError, IntegrityError, DataError, OSError) as exc:
             report.failed += 1
             report.errors.append(RowError(item.where, _error_text(exc)))
             continue

@@ -224,8 +224,13 @@ def test_wait_with_a_real_worker(folder: Path, celery_worker) -> None:  # type: 
         "workers.tasks", reason="the vision pipeline (workers/tasks.py) is not in the tree yet"
     )
     (folder / "A0005.jpg").unlink()
-    out, err = run("import_images", str(folder), "--wait", "--poll", "0.5", "--timeout", "600")
-    assert "Processing: 2 processed, 0 failed, 0 unfinished." in out, err
+    out, err = StringIO(), StringIO()
+    args = ("import_images", str(folder), "--wait", "--poll", "0.5", "--timeout", "600", "--no-progress")
+    try:
+        call_command(*args, stdout=out, stderr=err)
+    except CommandError as exc:
+        pytest.fail(f"{exc}\n{err.getvalue()}")
+    assert "Processing: 2 processed, 0 failed, 0 unfinished." in out.getvalue()
     assert set(Artwork.objects.values_list("status", flat=True)) == {ProcessingStatus.PROCESSED}
 
 

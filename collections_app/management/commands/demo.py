@@ -25,6 +25,7 @@ from collections_app.importers.catalogue import CatalogueError
 from collections_app.importers.folder import plan_folder_import
 from collections_app.importers.remote import FetchRefused
 from collections_app.importers.waiting import WaitOutcome, wait_for_processing
+from workers.queues import ALL_QUEUES
 
 DEMO_POOL = Path(settings.BASE_DIR).parent / "shared" / "datasets" / "art-pool" / "images"
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
@@ -114,7 +115,7 @@ class Command(BaseCommand):
                         "semart_site",
                         "worker",
                         "-Q",
-                        "gpu,cpu,io,rerank",
+                        ",".join(ALL_QUEUES),
                         "--concurrency",
                         str(options["workers"]),
                         "--loglevel",
