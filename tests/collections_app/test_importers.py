@@ -59,6 +59,21 @@ def test_folder_only_uses_file_stems_as_ids(folder: Path) -> None:
     assert a.image.read() == (folder / "A0003.jpg").read_bytes()
 
 
+def test_png_tiff_and_webp_in_subfolders_are_found(folder: Path) -> None:
+    from PIL import Image
+
+    nested = folder / "scans" / "2024"
+    nested.mkdir(parents=True)
+    with Image.open(folder / "A0003.jpg") as img:
+        for suffix in ("png", "tif", "webp"):
+            img.save(nested / f"copy-{suffix}.{suffix.upper()}")
+    (folder / ".hidden.jpg").write_bytes((folder / "A0004.jpg").read_bytes())
+    (folder / "readme.txt").write_text("not an image, not a candidate")
+    _, report = do_import(folder)
+    assert (report.created, report.failed) == (6, 0)
+    assert {"copy-png", "copy-tif", "copy-webp"} <= set(Artwork.objects.values_list("source_id", flat=True))
+
+
 def test_folder_with_catalogue_keyed_by_id(folder: Path, tmp_path: Path) -> None:
     catalogue = write_csv(
         tmp_path / "cat.csv",
