@@ -57,12 +57,15 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     elif isinstance(exc, exceptions.Throttled):
         wait = math.ceil(exc.wait) if exc.wait is not None else None
         response.data = error_body(
-            "throttled", f"Too many requests. Try again in {wait} seconds." if wait else "Too many requests.",
+            "throttled",
+            f"Too many requests. Try again in {wait} seconds." if wait else "Too many requests.",
             {"retry_after": wait},
         )
     else:
         code = exc.get_codes()
-        response.data = error_body(code if isinstance(code, str) else exc.default_code, _message_of(exc.detail))
+        response.data = error_body(
+            code if isinstance(code, str) else exc.default_code, _message_of(exc.detail)
+        )
     return response
 
 

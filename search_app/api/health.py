@@ -26,7 +26,9 @@ def _timed(fn: Any) -> Check:
         extra = fn() or []
         return Check(ok=True, ms=round((time.perf_counter() - start) * 1000, 1), workers=extra)
     except Exception as exc:  # a health check reports every failure instead of raising it
-        return Check(ok=False, ms=round((time.perf_counter() - start) * 1000, 1), error=f"{type(exc).__name__}: {exc}")
+        return Check(
+            ok=False, ms=round((time.perf_counter() - start) * 1000, 1), error=f"{type(exc).__name__}: {exc}"
+        )
 
 
 def _database() -> None:
@@ -49,7 +51,9 @@ def _broker_connection() -> Any:
 
 def _broker() -> None:
     with _broker_connection() as conn:
-        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=settings.SEMART_API["health_timeout_s"])
+        conn.ensure_connection(
+            max_retries=1, interval_start=0, interval_step=0, timeout=settings.SEMART_API["health_timeout_s"]
+        )
         # kombu connects lazily for Redis; a round trip proves the server answers.
         conn.default_channel.client.ping()
 
@@ -58,7 +62,9 @@ def _workers() -> list[str]:
     from semart_site.celery import app
 
     with _broker_connection() as conn:
-        replies = app.control.inspect(timeout=settings.SEMART_API["health_timeout_s"], connection=conn).ping() or {}
+        replies = (
+            app.control.inspect(timeout=settings.SEMART_API["health_timeout_s"], connection=conn).ping() or {}
+        )
     if not replies:
         raise RuntimeError("no worker answered the ping")
     return sorted(replies)
@@ -71,7 +77,9 @@ def health_report() -> tuple[dict[str, Any], bool]:
     workers = _timed(_workers) if broker.ok else Check(ok=False, ms=0.0, error="broker unreachable")
     serving = database.ok and broker.ok
     status = "ok" if serving and workers.ok else ("degraded" if serving else "down")
-    checks = {name: asdict(c) for name, c in (("database", database), ("broker", broker), ("workers", workers))}
+    checks = {
+        name: asdict(c) for name, c in (("database", database), ("broker", broker), ("workers", workers))
+    }
     for name in ("database", "broker"):
         checks[name].pop("workers")
     return {"status": status, "checks": checks}, serving

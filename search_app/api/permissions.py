@@ -13,7 +13,9 @@ from search_app.models import ApiKey, ApiScope
 class HasApiScope(permissions.BasePermission):
     def has_permission(self, request: Request, view: Any) -> bool:
         # A search sent as POST (to upload an image) still only reads: views say so with post_is_read.
-        reads = request.method in permissions.SAFE_METHODS or (request.method == "POST" and getattr(view, "post_is_read", False))
+        reads = request.method in permissions.SAFE_METHODS or (
+            request.method == "POST" and getattr(view, "post_is_read", False)
+        )
         needed = ApiScope.READ if reads else ApiScope.WRITE
         api_key = request.auth if isinstance(request.auth, ApiKey) else None
         if needed == ApiScope.READ and api_key is None:

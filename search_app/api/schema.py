@@ -13,7 +13,9 @@ class ApiAutoSchema(AutoSchema):
         # Reads (and POST searches) work without a key, at the anonymous rate: the schema must say the key is
         # optional there, or clients (and schemathesis) rightly expect a 401 without one.
         auths: list[dict[str, Any]] = super().get_auth()
-        reads = self.method in SAFE_METHODS or (self.method == "POST" and getattr(self.view, "post_is_read", False))
+        reads = self.method in SAFE_METHODS or (
+            self.method == "POST" and getattr(self.view, "post_is_read", False)
+        )
         if reads and {} not in auths:
             auths.append({})
         return auths

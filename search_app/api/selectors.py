@@ -67,8 +67,8 @@ def detail_crop_jpeg(*, detail: Detail, quality: int = 88) -> bytes:
     field = artwork.working_image or artwork.image
     if not field:
         raise NoImageToCrop("The artwork has no stored image yet (processing may still be fetching it).")
-    with field.open("rb") as fh, Image.open(fh) as img:
-        img = img.convert("RGB")
+    with field.open("rb") as fh, Image.open(fh) as opened:
+        img = opened.convert("RGB")
         width, height = img.size
         left, top = round(detail.x * width), round(detail.y * height)
         right = min(width, max(left + 1, round((detail.x + detail.w) * width)))

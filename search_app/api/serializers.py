@@ -39,7 +39,9 @@ class IconclassSearchSerializer(serializers.Serializer):
 
 
 class IconclassQuerySerializer(serializers.Serializer):
-    q = serializers.CharField(max_length=200, help_text="Words that must all occur in a notation's English text.")
+    q = serializers.CharField(
+        max_length=200, help_text="Words that must all occur in a notation's English text."
+    )
     limit = serializers.IntegerField(min_value=1, max_value=100, default=20)
 
 
@@ -48,7 +50,9 @@ def subjects_of(notations: list[str]) -> list[dict[str, Any]]:
     for notation in notations:
         s = subject(notation)
         if s is not None:
-            out.append({"notation": s.notation, "text": s.text, "keywords": list(s.keywords), "path": list(s.path)})
+            out.append(
+                {"notation": s.notation, "text": s.text, "keywords": list(s.keywords), "path": list(s.path)}
+            )
     return out
 
 
@@ -64,8 +68,21 @@ class DetailSerializer(serializers.ModelSerializer[Detail]):
     class Meta:
         model = Detail
         fields = [
-            "id", "url", "artwork", "level", "box", "angle", "polygon", "label", "caption", "confidence",
-            "iconclass", "relations", "model_key", "review_state", "crop_url",
+            "id",
+            "url",
+            "artwork",
+            "level",
+            "box",
+            "angle",
+            "polygon",
+            "label",
+            "caption",
+            "confidence",
+            "iconclass",
+            "relations",
+            "model_key",
+            "review_state",
+            "crop_url",
         ]
 
     @extend_schema_field(serializers.ListField(child=serializers.FloatField(), min_length=4, max_length=4))
@@ -111,10 +128,31 @@ class ArtworkSerializer(serializers.ModelSerializer[Artwork]):
     class Meta:
         model = Artwork
         fields = [
-            "id", "source", "source_id", "accession_number", "title", "artists", "display_date", "date_begin",
-            "date_end", "medium", "classification", "collection", "dimensions", "description", "credit_line",
-            "licence", "source_url", "iconclass", "status", "width", "height", "images", "links",
-            "created_at", "updated_at",
+            "id",
+            "source",
+            "source_id",
+            "accession_number",
+            "title",
+            "artists",
+            "display_date",
+            "date_begin",
+            "date_end",
+            "medium",
+            "classification",
+            "collection",
+            "dimensions",
+            "description",
+            "credit_line",
+            "licence",
+            "source_url",
+            "iconclass",
+            "status",
+            "width",
+            "height",
+            "images",
+            "links",
+            "created_at",
+            "updated_at",
         ]
 
     def get_artists(self, obj: Artwork) -> list[str]:
@@ -137,13 +175,22 @@ class ArtworkSerializer(serializers.ModelSerializer[Artwork]):
     @extend_schema_field(ArtworkLinksSerializer)
     def get_links(self, obj: Artwork) -> dict[str, str]:
         request = self.context.get("request")
-        links = {"self": "artwork-detail", "details": "artwork-details", "status": "artwork-status",
-                 "similar": "artwork-similar"}
-        return {key: _absolute(request, reverse(f"api:{name}", kwargs={"pk": obj.pk})) for key, name in links.items()}
+        links = {
+            "self": "artwork-detail",
+            "details": "artwork-details",
+            "status": "artwork-status",
+            "similar": "artwork-similar",
+        }
+        return {
+            key: _absolute(request, reverse(f"api:{name}", kwargs={"pk": obj.pk}))
+            for key, name in links.items()
+        }
 
 
 class ArtworkFullSerializer(ArtworkSerializer):
-    subjects = serializers.SerializerMethodField(help_text="The artwork's ICONCLASS notations with their texts.")
+    subjects = serializers.SerializerMethodField(
+        help_text="The artwork's ICONCLASS notations with their texts."
+    )
     details = serializers.SerializerMethodField(help_text="Visible details, every level.")
 
     class Meta(ArtworkSerializer.Meta):
@@ -164,10 +211,16 @@ class ArtworkFilterSerializer(serializers.Serializer):
     date_to = serializers.IntegerField(required=False, min_value=-5000, max_value=3000, help_text="Year.")
     classification = serializers.CharField(required=False, max_length=200, help_text="Exact, any case.")
     medium = serializers.CharField(required=False, max_length=300, help_text="Part of the medium.")
-    updated_since = serializers.DateTimeField(required=False, help_text="ISO 8601, e.g. 2026-01-31T00:00:00Z.")
+    updated_since = serializers.DateTimeField(
+        required=False, help_text="ISO 8601, e.g. 2026-01-31T00:00:00Z."
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if attrs.get("date_from") is not None and attrs.get("date_to") is not None and attrs["date_from"] > attrs["date_to"]:
+        if (
+            attrs.get("date_from") is not None
+            and attrs.get("date_to") is not None
+            and attrs["date_from"] > attrs["date_to"]
+        ):
             raise serializers.ValidationError({"date_to": "date_to must not be before date_from."})
         return attrs
 
@@ -178,7 +231,9 @@ class ArtworkWriteSerializer(serializers.Serializer):
     source = serializers.SlugField(max_length=60, default="api", help_text="Your collection's name.")
     source_id = serializers.CharField(max_length=200, help_text="The record's id in your collection.")
     title = serializers.CharField(max_length=1000, required=False, allow_blank=True)
-    artists = serializers.ListField(child=serializers.CharField(max_length=300), required=False, max_length=50)
+    artists = serializers.ListField(
+        child=serializers.CharField(max_length=300), required=False, max_length=50
+    )
     accession_number = serializers.CharField(max_length=120, required=False, allow_blank=True)
     display_date = serializers.CharField(max_length=200, required=False, allow_blank=True)
     date_begin = serializers.IntegerField(required=False, allow_null=True, min_value=-5000, max_value=3000)
@@ -193,8 +248,12 @@ class ArtworkWriteSerializer(serializers.Serializer):
     source_url = serializers.URLField(max_length=1000, required=False, allow_blank=True)
     iiif_url = serializers.URLField(max_length=1000, required=False, allow_blank=True)
     image_url = serializers.URLField(max_length=1000, required=False, allow_blank=True)
-    iconclass = serializers.ListField(child=serializers.CharField(max_length=300), required=False, max_length=200)
-    image = serializers.ImageField(required=False, help_text="The picture (JPEG, PNG, TIFF...), multipart only.")
+    iconclass = serializers.ListField(
+        child=serializers.CharField(max_length=300), required=False, max_length=200
+    )
+    image = serializers.ImageField(
+        required=False, help_text="The picture (JPEG, PNG, TIFF...), multipart only."
+    )
 
     def validate_image(self, value: Any) -> Any:
         limit = settings.SEMART_API["max_upload_bytes"]
@@ -207,9 +266,8 @@ class ArtworkWriteSerializer(serializers.Serializer):
         if begin is not None and end is not None and begin > end:
             raise serializers.ValidationError({"date_end": "date_end must not be before date_begin."})
         if not self.partial and not (attrs.get("image") or attrs.get("image_url") or attrs.get("iiif_url")):
-            raise serializers.ValidationError(
-                {"image": "Send an image file, an image_url or an iiif_url: the picture is what gets searched."}
-            )
+            needed = "Send an image file, an image_url or an iiif_url: the picture is what gets searched."
+            raise serializers.ValidationError({"image": needed})
         return attrs
 
 
@@ -222,7 +280,14 @@ class ProcessingStepSerializer(serializers.ModelSerializer[ProcessingStep]):
     class Meta:
         model = ProcessingStep
         fields = [
-            "stage", "status", "attempts", "last_error", "model_version", "queued_at", "started_at", "finished_at",
+            "stage",
+            "status",
+            "attempts",
+            "last_error",
+            "model_version",
+            "queued_at",
+            "started_at",
+            "finished_at",
         ]
 
 
@@ -249,8 +314,12 @@ class SearchParamsSerializer(serializers.Serializer):
     """A search by text or by something already in the catalogue (GET)."""
 
     q = serializers.CharField(required=False, allow_blank=True, max_length=500, help_text="What to look for.")
-    like_artwork = serializers.IntegerField(required=False, min_value=1, help_text="Find artworks like this one.")
-    like_detail = serializers.IntegerField(required=False, min_value=1, help_text="Find regions like this detail.")
+    like_artwork = serializers.IntegerField(
+        required=False, min_value=1, help_text="Find artworks like this one."
+    )
+    like_detail = serializers.IntegerField(
+        required=False, min_value=1, help_text="Find regions like this detail."
+    )
     level = serializers.ChoiceField(choices=LEVELS, default="artworks")
     artist = serializers.CharField(required=False, allow_blank=True, max_length=300)
     date_from = serializers.IntegerField(required=False, min_value=-5000, max_value=3000)
@@ -259,18 +328,27 @@ class SearchParamsSerializer(serializers.Serializer):
     medium = serializers.CharField(required=False, allow_blank=True, max_length=300)
     collection = serializers.CharField(required=False, allow_blank=True, max_length=300)
     exclude = serializers.ListField(
-        child=serializers.CharField(max_length=100), required=False, max_length=20, help_text="Push these down."
+        child=serializers.CharField(max_length=100),
+        required=False,
+        max_length=20,
+        help_text="Push these down.",
     )
     limit = serializers.IntegerField(min_value=1, max_value=100, default=24)
     offset = serializers.IntegerField(min_value=0, max_value=1000, default=0)
-    alpha = serializers.FloatField(required=False, min_value=0.0, max_value=1.0, help_text="Weight of the reranker.")
-    threshold = serializers.FloatField(required=False, min_value=0.0, max_value=1.0, help_text="Cut hits below.")
+    alpha = serializers.FloatField(
+        required=False, min_value=0.0, max_value=1.0, help_text="Weight of the reranker."
+    )
+    threshold = serializers.FloatField(
+        required=False, min_value=0.0, max_value=1.0, help_text="Cut hits below."
+    )
     rerank = serializers.BooleanField(default=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         given = [k for k in ("image", "like_artwork", "like_detail") if attrs.get(k)]
         if not (attrs.get("q") or "").strip() and not given:
-            raise serializers.ValidationError({"q": "Give a text (q), an image, like_artwork or like_detail."})
+            raise serializers.ValidationError(
+                {"q": "Give a text (q), an image, like_artwork or like_detail."}
+            )
         if len(given) > 1:
             raise serializers.ValidationError({given[1]: "Give one of image, like_artwork, like_detail."})
         return attrs
@@ -311,7 +389,9 @@ class SearchHitSerializer(serializers.Serializer):
     score = serializers.FloatField()
     vector_score = serializers.FloatField()
     rerank_score = serializers.FloatField(allow_null=True)
-    region = RegionSerializer(allow_null=True, help_text="Where in the picture the query matched, if inside it.")
+    region = RegionSerializer(
+        allow_null=True, help_text="Where in the picture the query matched, if inside it."
+    )
     legs = serializers.DictField(child=serializers.FloatField(), help_text="Evidence per leg of the search.")
 
 
@@ -321,7 +401,9 @@ class SearchResultSerializer(serializers.Serializer):
     next_offset = serializers.IntegerField(allow_null=True, help_text="Send as `offset` for the next page.")
     next = serializers.URLField(allow_null=True, help_text="The next page (GET searches only).")
     reranked = serializers.BooleanField()
-    degraded = serializers.CharField(allow_blank=True, help_text="Why this answer is less than usual, if it is.")
+    degraded = serializers.CharField(
+        allow_blank=True, help_text="Why this answer is less than usual, if it is."
+    )
     timings_ms = serializers.DictField(child=serializers.FloatField())
 
 

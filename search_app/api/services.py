@@ -64,8 +64,8 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
 @transaction.atomic
 def artwork_delete(*, artwork: Artwork) -> None:
     """Delete an artwork with its details, embeddings and steps (cascade), then its files once committed."""
-    files = [f for f in (artwork.image, artwork.thumbnail, artwork.working_image) if f]
-    storage_names = [(f.storage, f.name) for f in files]
+    files = [f for f in (artwork.image, artwork.thumbnail, artwork.working_image) if f and f.name]
+    storage_names = [(f.storage, str(f.name)) for f in files]
     artwork.delete()
 
     def remove_files() -> None:

@@ -26,7 +26,8 @@ from collections_app.iconography import normalise_notation, subject
 from collections_app.models import Artwork, Detail
 from collections_app.selectors import artwork_details
 from collections_app.services import ArtworkData, artwork_upsert
-from search_app.api import selectors, serializers as s
+from search_app.api import selectors
+from search_app.api import serializers as s
 from search_app.api.authentication import ApiKeyAuthentication
 from search_app.api.errors import error_body
 from search_app.api.health import health_report
@@ -44,7 +45,11 @@ ERROR = inline_serializer(
     {
         "error": inline_serializer(
             "ErrorDetail",
-            {"code": serializers.CharField(), "message": serializers.CharField(), "details": serializers.JSONField()},
+            {
+                "code": serializers.CharField(),
+                "message": serializers.CharField(),
+                "details": serializers.JSONField(),
+            },
         )
     },
 )
@@ -93,7 +98,11 @@ def _upsert(request: Request, data: dict[str, Any], *, artwork: Artwork | None) 
         "status_url": status_url,
         "warnings": result.warnings,
     }
-    code = status.HTTP_202_ACCEPTED if queued else (status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+    code = (
+        status.HTTP_202_ACCEPTED
+        if queued
+        else (status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+    )
     return Response(body, status=code, headers={"Location": status_url} if queued else None)
 
 
@@ -116,7 +125,10 @@ class ArtworkListView(ApiAccess, generics.GenericAPIView[Artwork]):
 
     @extend_schema(
         summary="Add an artwork (write scope); its processing is queued",
-        request={"multipart/form-data": s.ArtworkWriteSerializer, "application/json": s.ArtworkWriteSerializer},
+        request={
+            "multipart/form-data": s.ArtworkWriteSerializer,
+            "application/json": s.ArtworkWriteSerializer,
+        },
         responses={
             202: OpenApiResponse(s.ArtworkAcceptedSerializer, description="Accepted; poll `status_url`."),
             200: s.ArtworkAcceptedSerializer,
@@ -134,13 +146,19 @@ class ArtworkListView(ApiAccess, generics.GenericAPIView[Artwork]):
 class ArtworkItemView(ApiAccess, APIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
-    @extend_schema(summary="An artwork with its details and subjects", responses={200: s.ArtworkFullSerializer, **READ_ERRORS})
+    @extend_schema(
+        summary="An artwork with its details and subjects",
+        responses={200: s.ArtworkFullSerializer, **READ_ERRORS},
+    )
     def get(self, request: Request, pk: int) -> Response:
         return Response(s.ArtworkFullSerializer(_artwork_or_404(pk), context={"request": request}).data)
 
     @extend_schema(
         summary="Change an artwork (write scope); a new image queues processing again",
-        request={"multipart/form-data": s.ArtworkPatchSerializer, "application/json": s.ArtworkPatchSerializer},
+        request={
+            "multipart/form-data": s.ArtworkPatchSerializer,
+            "application/json": s.ArtworkPatchSerializer,
+        },
         responses={200: s.ArtworkAcceptedSerializer, 202: s.ArtworkAcceptedSerializer, **WRITE_ERRORS},
     )
     def patch(self, request: Request, pk: int) -> Response:
@@ -171,7 +189,10 @@ class ArtworkDetailsView(ApiAccess, APIView):
 
 @extend_schema(tags=["artworks"])
 class ArtworkStatusView(ApiAccess, APIView):
-    @extend_schema(summary="Processing status of an artwork, stage by stage", responses={200: s.ArtworkStatusSerializer, **READ_ERRORS})
+    @extend_schema(
+        summary="Processing status of an artwork, stage by stage",
+        responses={200: s.ArtworkStatusSerializer, **READ_ERRORS},
+    )
     def get(self, request: Request, pk: int) -> Response:
         artwork = _artwork_or_404(pk)
         body = {
@@ -179,7 +200,9 @@ class ArtworkStatusView(ApiAccess, APIView):
             "status": artwork.status,
             "done": selectors.artwork_processing_done(artwork=artwork),
             "steps": s.ProcessingStepSerializer(selectors.artwork_steps(artwork=artwork), many=True).data,
-            "artwork_url": request.build_absolute_uri(reverse("api:artwork-detail", kwargs={"pk": artwork.pk})),
+            "artwork_url": request.build_absolute_uri(
+                reverse("api:artwork-detail", kwargs={"pk": artwork.pk})
+            ),
         }
         return Response(body)
 
@@ -204,7 +227,9 @@ class JsonErrorsNegotiation(BaseContentNegotiation):
     def select_parser(self, request: Request, parsers: list[Any]) -> Any:
         return parsers[0] if parsers else None
 
-    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: str | None = None) -> Any:
+    def select_renderer(
+        self, request: Request, renderers: list[Any], format_suffix: str | None = None
+    ) -> Any:
         return renderers[0], renderers[0].media_type
 
 
@@ -275,7 +300,10 @@ async def _run_search(request: Request, data: dict[str, Any], *, next_base: str 
 
     if data.get("like_artwork") and not await Artwork.objects.filter(pk=data["like_artwork"]).aexists():
         raise exceptions.NotFound(f"No artwork {data['like_artwork']}.")
-    if data.get("like_detail") and not await Detail.objects.visible().filter(pk=data["like_detail"]).aexists():
+    if (
+        data.get("like_detail")
+        and not await Detail.objects.visible().filter(pk=data["like_detail"]).aexists()
+    ):
         raise exceptions.NotFound(f"No detail {data['like_detail']}.")
     image = data.get("image")
     if image is not None:
@@ -309,7 +337,9 @@ async def _run_search(request: Request, data: dict[str, Any], *, next_base: str 
     except ModelLoadError as exc:
         # A deployment without its model files (e.g. an untrained head): say so instead of a bare 500.
         logger.error("search unavailable: %s", exc)
-        raise SearchUnavailable("Search is not available: the search models are not installed on this server.") from None
+        raise SearchUnavailable(
+            "Search is not available: the search models are not installed on this server."
+        ) from None
     next_offset = data["offset"] + data["limit"] if result.has_more else None
     next_url = None
     if next_offset is not None and next_base is not None:

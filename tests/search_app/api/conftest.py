@@ -69,7 +69,9 @@ def live_api(transactional_db) -> Iterator[str]:  # type: ignore[no-untyped-def]
 
     port = _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(get_asgi_application(), host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+        uvicorn.Config(
+            get_asgi_application(), host="127.0.0.1", port=port, lifespan="off", log_level="warning"
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

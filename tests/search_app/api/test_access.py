@@ -34,7 +34,9 @@ def test_deactivated_key_is_refused(api, read_key):
 def test_writing_needs_a_key_with_write_scope(api, read_key, write_key):
     artwork = ArtworkFactory()
     assert_error(api.delete(f"/api/v1/artworks/{artwork.pk}/"), 401, "not_authenticated")
-    err = assert_error(api.delete(f"/api/v1/artworks/{artwork.pk}/", **auth(read_key)), 403, "permission_denied")
+    err = assert_error(
+        api.delete(f"/api/v1/artworks/{artwork.pk}/", **auth(read_key)), 403, "permission_denied"
+    )
     assert "write" in err["message"]
     assert_error(
         api.patch(f"/api/v1/artworks/{artwork.pk}/", {"title": "x"}, format="json", **auth(read_key)),
@@ -49,7 +51,9 @@ def test_writing_needs_a_key_with_write_scope(api, read_key, write_key):
 def test_errors_share_one_shape(api, write_key):
     assert_error(api.get("/api/v1/artworks/999999/"), 404, "not_found")
     assert_error(api.get("/api/v1/no-such-endpoint/"), 404, "not_found")
-    assert_error(api.put("/api/v1/artworks/", {}, format="json", **auth(write_key)), 405, "method_not_allowed")
+    assert_error(
+        api.put("/api/v1/artworks/", {}, format="json", **auth(write_key)), 405, "method_not_allowed"
+    )
     err = assert_error(api.get("/api/v1/artworks/?date_from=soon"), 400, "invalid")
     assert "date_from" in err["details"]
     err = assert_error(

@@ -74,7 +74,9 @@ def _jpeg(size: tuple[int, int] = (200, 100)) -> bytes:
 
 def test_retrieve_has_details_subjects_and_image_urls(api):
     artwork = ArtworkFactory(
-        iconclass=["11H(JEROME)"], iiif_url="https://iiif.example.org/iiif/abc", image_url="https://example.org/a.jpg"
+        iconclass=["11H(JEROME)"],
+        iiif_url="https://iiif.example.org/iiif/abc",
+        image_url="https://example.org/a.jpg",
     )
     artwork.image.save("a.jpg", ContentFile(_jpeg()), save=True)
     entity = DetailFactory(artwork=artwork, level="entity", label="lion")
@@ -95,7 +97,9 @@ def test_retrieve_has_details_subjects_and_image_urls(api):
     assert_error(api.get(f"/api/v1/artworks/{artwork.pk}/details/?level=planet"), 400, "invalid")
 
     detail = api.get(f"/api/v1/details/{entity.pk}/").json()
-    assert detail["box"] == [0.1, 0.1, 0.3, 0.3] and detail["crop_url"].endswith(f"/details/{entity.pk}/crop/")
+    assert detail["box"] == [0.1, 0.1, 0.3, 0.3] and detail["crop_url"].endswith(
+        f"/details/{entity.pk}/crop/"
+    )
 
 
 def test_detail_crop_is_cut_from_the_picture(api):
@@ -119,8 +123,15 @@ def test_create_with_upload_queues_processing(api, write_key, painting, django_c
     with django_capture_on_commit_callbacks() as callbacks, painting.open("rb") as fh:
         response = api.post(
             "/api/v1/artworks/",
-            {"source": "partner", "source_id": "P-1", "title": "A saint", "artists": ["Unknown Cretan"],
-             "display_date": "c. 1500", "iconclass": ["11H(JEROME)", "NOT-A-NOTATION"], "image": fh},
+            {
+                "source": "partner",
+                "source_id": "P-1",
+                "title": "A saint",
+                "artists": ["Unknown Cretan"],
+                "display_date": "c. 1500",
+                "iconclass": ["11H(JEROME)", "NOT-A-NOTATION"],
+                "image": fh,
+            },
             format="multipart",
             **auth(write_key),
         )
@@ -134,7 +145,9 @@ def test_create_with_upload_queues_processing(api, write_key, painting, django_c
     assert artwork.image and artwork.image.read() == painting.read_bytes()
     assert (artwork.date_begin, artwork.date_end) == (1500, 1500)
     assert artwork.artist_names == "Unknown Cretan"
-    assert set(ProcessingStep.objects.filter(artwork=artwork).values_list("stage", flat=True)) == set(Stage.values)
+    assert set(ProcessingStep.objects.filter(artwork=artwork).values_list("stage", flat=True)) == set(
+        Stage.values
+    )
     assert not ProcessingStep.objects.filter(artwork=artwork).exclude(status=StageStatus.QUEUED).exists()
     assert len(callbacks) == 1  # the pipeline task is sent once the transaction commits
 
@@ -170,11 +183,17 @@ def test_bad_input_is_refused_and_loses_nothing(api, write_key):
     assert "image" in err["details"]
     assert Artwork.objects.get(pk=existing.pk).title == "Kept"
 
-    err = assert_error(api.post("/api/v1/artworks/", {"source_id": "N-1"}, format="json", **auth(write_key)), 400, "invalid")
+    err = assert_error(
+        api.post("/api/v1/artworks/", {"source_id": "N-1"}, format="json", **auth(write_key)), 400, "invalid"
+    )
     assert "image" in err["details"]  # nothing to process: refused rather than stored as an empty record
     err = assert_error(
-        api.post("/api/v1/artworks/", {"source_id": "N-2", "image_url": "https://x.org/a.jpg", "date_begin": 1600,
-                                       "date_end": 1500}, format="json", **auth(write_key)),
+        api.post(
+            "/api/v1/artworks/",
+            {"source_id": "N-2", "image_url": "https://x.org/a.jpg", "date_begin": 1600, "date_end": 1500},
+            format="json",
+            **auth(write_key),
+        ),
         400,
         "invalid",
     )
@@ -184,7 +203,9 @@ def test_bad_input_is_refused_and_loses_nothing(api, write_key):
 
 def test_patch_changes_fields_and_keeps_the_rest(api, write_key):
     artwork = ArtworkFactory(title="Old", medium="Oil")
-    response = api.patch(f"/api/v1/artworks/{artwork.pk}/", {"title": "New"}, format="json", **auth(write_key))
+    response = api.patch(
+        f"/api/v1/artworks/{artwork.pk}/", {"title": "New"}, format="json", **auth(write_key)
+    )
     assert response.status_code == 200, response.content
     artwork.refresh_from_db()
     assert (artwork.title, artwork.medium) == ("New", "Oil")

@@ -21,7 +21,9 @@ def test_client_disconnect_stops_the_api_search(slow_rerank, celery_worker, live
     redis_client = slow_rerank
     host, port = live_api.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
-    sock.sendall(f"GET /api/v1/search/?q=angel HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    sock.sendall(
+        f"GET /api/v1/search/?q=angel HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    )
     _wait_for(lambda: _batches(redis_client, "angel") >= 2)  # the rerank is running on the worker
 
     sock.close()

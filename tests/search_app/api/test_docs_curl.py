@@ -30,18 +30,31 @@ def doc_script(*, api: str, key: str) -> str:
 
 def test_doc_has_the_whole_journey():
     script = doc_script(api="http://x", key="k")
-    for step in ("/health/", "/artworks/", "-F image=@", "/status/", "/search/", ".next", "/iconclass/", "/crop/"):
+    for step in (
+        "/health/",
+        "/artworks/",
+        "-F image=@",
+        "/status/",
+        "/search/",
+        ".next",
+        "/iconclass/",
+        "/crop/",
+    ):
         assert step in script, step
 
 
 @pytest.mark.skipif(not (shutil.which("curl") and shutil.which("jq")), reason="needs curl and jq")
-def test_curl_examples_run_against_a_live_server(live_api, painting, tmp_path, settings, fake_models, clean_cache):
+def test_curl_examples_run_against_a_live_server(
+    live_api, painting, tmp_path, settings, fake_models, clean_cache
+):
     # The doc is what is tested: search runs on the real pipeline with the search tests' table embedder.
     settings.SEARCH = {**settings.SEARCH, "encode_timeout_s": 0.5, "rerank_timeout_s": 0.5}
     _, key = api_key_create(name="docs", scopes=["write"])
     painter = ArtistFactory(name="Jan van Eyck")
     for i in range(12):
-        ArtworkFactory(title=f"Saint Jerome with a lion {i}", date_begin=1500 + i, date_end=1510 + i).artists.add(painter)
+        ArtworkFactory(
+            title=f"Saint Jerome with a lion {i}", date_begin=1500 + i, date_end=1510 + i
+        ).artists.add(painter)
     newest = ArtworkFactory(title="Saint Jerome in his study", iconclass=["11H(JEROME)"])
     newest.image.save("jerome.jpg", ContentFile(painting.read_bytes()), save=True)
     DetailFactory(artwork=newest, label="lion", x=0.2, y=0.5, w=0.3, h=0.3)
@@ -58,4 +71,6 @@ def test_curl_examples_run_against_a_live_server(live_api, painting, tmp_path, s
     assert (tmp_path / "detail.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG crop came back
     assert "Saint Jerome with a lion 11" in result.stdout  # the harvest loop reached the later pages
     assert "not_authenticated" in result.stdout  # the error example printed the error code
-    assert not Artwork.objects.filter(source="my-museum", source_id="INV-1234").exists()  # created, then deleted
+    assert not Artwork.objects.filter(
+        source="my-museum", source_id="INV-1234"
+    ).exists()  # created, then deleted

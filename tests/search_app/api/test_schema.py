@@ -11,7 +11,15 @@ pytestmark = pytest.mark.django_db
 def test_schema_builds_and_validates_without_warnings(tmp_path):
     out = tmp_path / "schema.yaml"
     # --fail-on-warn turns any drf-spectacular warning (an unresolvable type, a name collision) into an error.
-    call_command("spectacular", "--validate", "--fail-on-warn", "--urlconf", "search_app.api.schema_urls", "--file", str(out))
+    call_command(
+        "spectacular",
+        "--validate",
+        "--fail-on-warn",
+        "--urlconf",
+        "search_app.api.schema_urls",
+        "--file",
+        str(out),
+    )
     text = out.read_text()
     for path in ("/api/v1/artworks/", "/api/v1/search/", "/api/v1/iconclass/{notation}/", "/api/v1/health/"):
         assert f"  {path}:" in text

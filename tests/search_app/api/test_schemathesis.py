@@ -8,11 +8,11 @@ import schemathesis
 from django.core.files.base import ContentFile
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
-
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from search_app.api.services import api_key_create
 from tests.factories import ArtworkFactory, DetailFactory
+
 
 @pytest.fixture
 def api_key(transactional_db, settings, fake_models, clean_cache) -> str:  # type: ignore[no-untyped-def]
@@ -40,7 +40,11 @@ def test_api_conforms_to_its_schema(api_schema, api_key):  # type: ignore[no-unt
 
         @given(case=operation.as_strategy())
         @hypothesis_settings(
-            max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+            max_examples=40,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
         )
         def check(case):  # type: ignore[no-untyped-def]
             # Every other built-in check stays on. positive_data_acceptance is off: rules across fields
