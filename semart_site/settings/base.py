@@ -166,6 +166,9 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # One JSON error body for every 4xx/5xx: {"error": {"code", "message", "details"}}.
     "EXCEPTION_HANDLER": "search_app.api.errors.api_exception_handler",
+    # Proxies in front of the site: 0 counts anonymous callers by the socket address, so a forged
+    # X-Forwarded-For cannot dodge the anonymous rate; behind one load balancer set API_NUM_PROXIES=1.
+    "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
 }
 # Partner API (search_app/api): rates as DRF spells them ("60/minute"); a key's own rate overrides key_rate.
 SEMART_API = {

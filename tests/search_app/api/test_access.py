@@ -124,3 +124,10 @@ def test_unknown_urls_answer_json_404_for_every_method(write_key):
 def test_odd_paths_still_get_the_json_404(api):
     assert_error(api.get("/api/v1/iconclass/a%0Ab/"), 404, "not_found")
     assert_error(api.get("/api/v1/x%0A"), 404, "not_found")
+
+
+def test_a_forged_forwarded_for_does_not_reset_the_anonymous_count(api, settings):
+    settings.SEMART_API = {**settings.SEMART_API, "anon_rate": "2/minute"}
+    for i in range(2):
+        assert api.get("/api/v1/artworks/", HTTP_X_FORWARDED_FOR=f"10.0.0.{i}").status_code == 200
+    assert_error(api.get("/api/v1/artworks/", HTTP_X_FORWARDED_FOR="10.0.0.99"), 429, "throttled")
