@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,56 +63,59 @@ def _has_bad_bytes(values: list[str]) -> bool:
     return any(0xDC80 <= ord(ch) <= 0xDCFF for v in values for ch in v)
 
 
-def read_csv(path: Path) -> CsvTable:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CatalogueError(f"cannot read {path}: {exc}") from exc
-    text, warnings = _decode(raw, path)
-    # The header decides the separator: csv.Sniffer guesses from the data and is fooled by ';' inside
-    # ICONCLASS or artist lists.
-    first_line = text.split("\n", 1)[0]
-    delimiter = max(",;\t", key=first_line.count)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        header = next(reader)
-    except StopIteration as exc:
-        raise CatalogueError(f"{path.name} is empty") from exc
-    except csv.Error as exc:
-        raise CatalogueError(f"{path.name}: cannot read the header: {exc}") from exc
-    columns = [normalise_column(c) for c in header]
-    if not any(columns):
-        raise CatalogueError(f"{path.name} has no column names on its first line")
-    if _has_bad_bytes(columns):
-        raise CatalogueError(f"{path.name}: the header line is not valid text in any supported encoding")
-    rows: list[CsvRow] = []
-    while True:
-        start = reader.line_num + 1
+class CsvStream:
+    """A catalogue CSV read record by record, so a large file (NGA's objects.csv) is never held as rows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
         try:
-            cells = next(reader)
-        except StopIteration:
-            break
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise CatalogueError(f"cannot read {path}: {exc}") from exc
+        text, self.warnings = _decode(raw, path)
+        # The header decides the separator: csv.Sniffer guesses from the data and is fooled by ';' inside
+        # ICONCLASS or artist lists.
+        first_line = text.split("\n", 1)[0]
+        delimiter = max(",;\t", key=first_line.count)
+        self._reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        try:
+            header = next(self._reader)
+        except StopIteration as exc:
+            raise CatalogueError(f"{path.name} is empty") from exc
         except csv.Error as exc:
-            rows.append(CsvRow(line=start, values={}, error=f"malformed CSV: {exc}"))
-            continue
-        if not any(c.strip() for c in cells):
-            continue  # blank lines are not records
-        if _has_bad_bytes(cells):
-            rows.append(CsvRow(line=start, values={}, error="bad encoding (bytes that are not UTF-8)"))
-            continue
-        if len(cells) != len(columns):
-            rows.append(
-                CsvRow(
-                    line=start,
-                    values={},
-                    error=f"expected {len(columns)} columns, found {len(cells)} (an unquoted separator?)",
-                )
-            )
-            continue
-        rows.append(
-            CsvRow(line=start, values={c: v.strip() for c, v in zip(columns, cells, strict=True) if c})
-        )
-    return CsvTable(path=path, columns=columns, rows=rows, warnings=warnings)
+            raise CatalogueError(f"{path.name}: cannot read the header: {exc}") from exc
+        self.columns = [normalise_column(c) for c in header]
+        if not any(self.columns):
+            raise CatalogueError(f"{path.name} has no column names on its first line")
+        if _has_bad_bytes(self.columns):
+            raise CatalogueError(f"{path.name}: the header line is not valid text in any supported encoding")
+
+    def __iter__(self) -> Iterator[CsvRow]:
+        reader, columns = self._reader, self.columns
+        while True:
+            start = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield CsvRow(line=start, values={}, error=f"malformed CSV: {exc}")
+                continue
+            if not any(c.strip() for c in cells):
+                continue  # blank lines are not records
+            if _has_bad_bytes(cells):
+                yield CsvRow(line=start, values={}, error="bad encoding (bytes that are not UTF-8)")
+            elif len(cells) != len(columns):
+                error = f"expected {len(columns)} columns, found {len(cells)} (an unquoted separator?)"
+                yield CsvRow(line=start, values={}, error=error)
+            else:
+                values = {c: v.strip() for c, v in zip(columns, cells, strict=True) if c}
+                yield CsvRow(line=start, values=values)
+
+
+def read_csv(path: Path) -> CsvTable:
+    stream = CsvStream(path)
+    return CsvTable(path=path, columns=stream.columns, rows=list(stream), warnings=stream.warnings)
 
 
 # Our field <- the column names catalogues use for it, in order of preference.

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collections_app.importers.base import ImportItem
-from collections_app.importers.catalogue import CatalogueError, read_csv
+from collections_app.importers.catalogue import CatalogueError, CsvStream
 from collections_app.services import ArtworkData
 
 OBJECT_FIELDS = {
@@ -24,6 +24,7 @@ OBJECT_FIELDS = {
 CONSUMED = frozenset(
     {*OBJECT_FIELDS, "objectid", "beginyear", "endyear", "attribution", "attributioninverted"}
 )
+IMAGE_FIELDS = ("uuid", "iiifurl", "iiifthumburl", "width", "height")
 NGA_OBJECT_PAGE = "https://www.nga.gov/collection/art-object-page.{objectid}.html"
 NGA_LICENCE = "CC0 (NGA open access)"
 
@@ -43,17 +44,19 @@ def _year(value: str) -> int | None:
 
 def primary_images(path: Path) -> dict[str, dict[str, str]]:
     """objectid -> its primary published image row (uuid, iiifurl, iiifthumburl, width, height)."""
-    table = read_csv(path)
+    table = CsvStream(path)
     missing = {"depictstmsobjectid", "iiifurl", "viewtype"} - set(table.columns)
     if missing:
         raise CatalogueError(f"{path.name} lacks NGA column(s): {', '.join(sorted(missing))}")
     images: dict[str, dict[str, str]] = {}
-    for row in table.rows:
+    for row in table:
         if row.error:
             continue
         objectid = row.values.get("depictstmsobjectid", "")
-        if objectid and row.values.get("viewtype", "").lower() == "primary" and row.values.get("iiifurl"):
-            images.setdefault(objectid, row.values)
+        primary = row.values.get("viewtype", "").lower() == "primary" and row.values.get("iiifurl")
+        # Only the fields a record keeps: the file lists every image NGA has published.
+        if objectid and primary and objectid not in images:
+            images[objectid] = {k: row.values.get(k, "") for k in IMAGE_FIELDS}
     return images
 
 
@@ -66,14 +69,14 @@ def plan_nga_import(
     classification: str | None = None,
 ) -> NgaPlan:
     """One item per object with a primary published image (filtered, then limited)."""
-    table = read_csv(objects)
+    table = CsvStream(objects)
     if "objectid" not in table.columns:
         raise CatalogueError(f"{objects.name} has no 'objectid' column: is it NGA's objects.csv?")
     primaries = primary_images(images)
     notes = [f"{objects.name}: {w}" for w in table.warnings]
     items: list[ImportItem] = []
     without_image = 0
-    for row in table.rows:
+    for row in table:
         if limit is not None and len(items) >= limit:
             break
         where = f"{objects.name} line {row.line}"
