@@ -1,0 +1,219 @@
+"""The offline default models on real art-dev pictures: MiniLM text vectors, EfficientNet + head picture and
+region vectors, the SSD + window detector, and the composed captioner. The head under test is the one shipped
+in workers/inference/offline/assets; quality checks use only pictures it was not trained on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from workers.inference.base import CaptionRequest, ModelLoadError
+from workers.inference.captions import ComposedCaptioner, position_phrase, with_article
+from workers.inference.offline.detector import OfflineDetector, nms, sliding_windows
+from workers.inference.offline.embedder import OfflineEmbedder
+from workers.inference.offline.head import DEFAULT_HEAD, ProjectionHead
+from workers.inference.offline.training import readable_label
+from workers.inference.registry import backend_class
+
+
+@pytest.fixture(scope="module")
+def embedder() -> OfflineEmbedder:
+    model = OfflineEmbedder(device="cpu")
+    model.load()
+    return model
+
+
+@pytest.fixture(scope="module")
+def detector() -> OfflineDetector:
+    model = OfflineDetector(device="cpu")
+    model.load()
+    return model
+
+
+@pytest.fixture(scope="module")
+def art_dev_rows(art_dev: Path) -> dict[str, dict]:  # type: ignore[type-arg]
+    with (art_dev / "metadata.jsonl").open() as handle:
+        return {row["id"]: row for row in map(json.loads, handle)}
+
+
+def _open(art_dev: Path, image_id: str) -> Image.Image:
+    with Image.open(art_dev / "images" / f"{image_id}.jpg") as image:
+        return image.convert("RGB")
+
+
+def test_registry_keys_resolve_to_the_offline_backends() -> None:
+    assert backend_class("embedder", "offline-minilm-effnet") is OfflineEmbedder
+    assert backend_class("detector", "offline-ssd-windows") is OfflineDetector
+    assert backend_class("captioner", "composed") is ComposedCaptioner
+
+
+def test_text_embeddings_are_normalised_384d_and_deterministic(embedder: OfflineEmbedder) -> None:
+    texts = ["a saint with a golden halo", "Saint Jerome with a lion", ""]
+    first = embedder.embed_texts(texts)
+    second = embedder.embed_texts(list(reversed(texts)))[::-1]
+    assert first.shape == (3, 384) and first.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+    # Batch composition (padding) must not change a text's vector.
+    np.testing.assert_allclose(first, second, atol=1e-5)
+
+
+def test_related_phrases_are_closer_than_unrelated_ones(embedder: OfflineEmbedder) -> None:
+    halo, aura, horse, lion, big_cat = embedder.embed_texts(
+        ["a halo around the saint's head", "a golden aura of light around a head", "a horse", "a lion", "a big cat"]
+    )
+    assert halo @ aura > halo @ horse
+    assert lion @ big_cat > lion @ aura
+
+
+def test_image_embeddings_are_normalised(embedder: OfflineEmbedder, art_dev: Path) -> None:
+    images = [_open(art_dev, i) for i in ("A0003", "A0319", "A0333")]
+    vectors = embedder.embed_images(images)
+    assert vectors.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # Different pictures, different vectors; the same picture, the same vector.
+    assert not np.allclose(vectors[0], vectors[1])
+    np.testing.assert_allclose(embedder.embed_images(images[:1])[0], vectors[0], atol=1e-5)
+
+
+def test_region_over_a_halo_scores_halo_higher_than_regions_without_one(
+    embedder: OfflineEmbedder, art_dev: Path, art_dev_rows: dict[str, dict]  # type: ignore[type-arg]
+) -> None:
+    """On held-out pictures: the labelled halo box scores "halo" above same-sized windows with no halo in them."""
+    head = embedder.head
+    halo = head.phrases.index("halo")
+    trained = set(head.train_ids)
+    picked = [
+        row
+        for image_id, row in sorted(art_dev_rows.items())
+        if image_id not in trained
+        and any(b["label"] == "aura" and 0.01 <= b["bbox_rel"][2] * b["bbox_rel"][3] <= 0.3 for b in row["boxes"])
+    ][:6]
+    assert len(picked) >= 4, "art-dev should have held-out pictures with a labelled halo"
+    on_halo, elsewhere = [], []
+    for row in picked:
+        image = _open(art_dev, row["id"])
+        halos = [tuple(b["bbox_rel"]) for b in row["boxes"] if b["label"] == "aura"]
+        box = next(h for h in halos if 0.01 <= h[2] * h[3] <= 0.3)
+        # Same-sized boxes elsewhere in the picture that touch no halo.
+        candidates = [
+            (x, y, box[2], box[3])
+            for x in np.linspace(0, 1 - box[2], 6)
+            for y in np.linspace(0, 1 - box[3], 6)
+            if all(_overlap((x, y, box[2], box[3]), h) == 0 for h in halos)
+        ]
+        if not candidates:
+            continue
+        scores = embedder.label_scores(embedder.embed_regions(image, [box, *candidates]))[:, halo]
+        on_halo.append(scores[0])
+        elsewhere.append(scores[1:].mean())
+    assert len(on_halo) >= 3
+    assert np.mean(on_halo) > np.mean(elsewhere)
+    assert sum(a > b for a, b in zip(on_halo, elsewhere, strict=True)) > len(on_halo) / 2
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy
+
+
+def test_model_key_follows_the_head_file(embedder: OfflineEmbedder, tmp_path: Path) -> None:
+    head = ProjectionHead.load(DEFAULT_HEAD)
+    assert embedder.model_key == f"offline-minilm-effnet@head-{head.version}"
+    head.weight = head.weight * -1.0
+    path = tmp_path / "retrained.npz"
+    head.save(path)
+    retrained = OfflineEmbedder(device="cpu", head_path=str(path))
+    assert retrained.model_key != embedder.model_key
+    assert ProjectionHead.load(path).version == head.version
+
+
+def test_a_missing_or_broken_head_is_a_clear_load_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="train_head"):
+        OfflineEmbedder(device="cpu", head_path=str(tmp_path / "nowhere.npz")).load()
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a head")
+    with pytest.raises(ModelLoadError, match="not a projection head"):
+        OfflineEmbedder(device="cpu", head_path=str(broken)).load()
+
+
+def test_detector_returns_valid_labelled_regions(detector: OfflineDetector, art_dev: Path) -> None:
+    regions = detector.detect(_open(art_dev, "A0285"))
+    assert regions
+    for region in regions:
+        x, y, w, h = region.box
+        assert 0 <= x <= 1 and 0 <= y <= 1 and w > 0 and h > 0
+        assert x + w <= 1 + 1e-6 and y + h <= 1 + 1e-6
+        assert region.label
+        assert 0.0 <= region.confidence <= 1.0
+        assert region.source in {"ssd", "window"}
+    vocabulary = set(detector.embedder.head.phrases)
+    assert all(r.label in vocabulary for r in regions if r.source == "window")
+
+
+def test_detector_finds_more_in_a_crowded_picture_than_in_a_single_figure(
+    detector: OfflineDetector, art_dev: Path, art_dev_rows: dict[str, dict]  # type: ignore[type-arg]
+) -> None:
+    # A0319: an icon with 179 labelled boxes; A0003 and A0334: a single figure (0 and 1 boxes).
+    assert art_dev_rows["A0319"]["n_boxes"] > 100
+    assert art_dev_rows["A0003"]["n_boxes"] <= 1 and art_dev_rows["A0334"]["n_boxes"] <= 1
+    crowded = len(detector.detect(_open(art_dev, "A0319")))
+    simple = max(len(detector.detect(_open(art_dev, i))) for i in ("A0003", "A0334"))
+    assert crowded > simple
+
+
+def test_nms_suppresses_near_duplicates_only() -> None:
+    boxes = np.array([[0.1, 0.1, 0.3, 0.3], [0.11, 0.1, 0.3, 0.3], [0.6, 0.6, 0.3, 0.3]])
+    assert nms(boxes, np.array([0.9, 0.8, 0.7]), 0.5) == [0, 2]
+
+
+def test_sliding_windows_are_square_in_pixels_and_cover_the_picture() -> None:
+    windows = sliding_windows(512, 256)
+    assert all(abs(w * 512 - h * 256) < 1e-6 for _, _, w, h in windows)
+    assert max(x + w for x, _, w, _ in windows) == pytest.approx(1.0)
+    assert max(y + h for _, y, _, h in windows) == pytest.approx(1.0)
+    assert min(x for x, *_ in windows) == 0.0
+
+
+def test_readable_labels_merge_spelling_variants() -> None:
+    assert readable_label("aura") == "halo"
+    assert readable_label("christ_crucifiction") == readable_label("christ_crucifixion")
+    assert readable_label("st_catherine") == "Saint catherine"
+    assert readable_label("scepter") == "scepter"
+
+
+def test_composed_captions_use_the_context_and_say_where() -> None:
+    captioner = ComposedCaptioner()
+    captions = captioner.caption(
+        None,  # type: ignore[arg-type]  # the composed captioner does not look at the picture
+        [
+            CaptionRequest(
+                box=(0.0, 0.0, 0.3, 0.3), label="angel", level="entity", context="an angel holding a lily, left of a dove"
+            ),
+            CaptionRequest(box=(0.7, 0.4, 0.2, 0.2), label="orb", level="entity"),
+            CaptionRequest(box=(0.0, 0.0, 1.0, 1.0), label="", level="scene", context="the whole picture"),
+            CaptionRequest(box=(0.4, 0.7, 0.2, 0.2), label="Saint George", level="entity"),
+        ],
+    )
+    assert captions == [
+        "An angel holding a lily, left of a dove, in the upper left.",
+        "An orb on the right.",
+        "The whole picture.",
+        "Saint George in the lower part.",
+    ]
+    assert captioner.caption(None, []) == []  # type: ignore[arg-type]
+
+
+def test_articles_and_positions() -> None:
+    assert [with_article(w) for w in ("lily", "hour-glass", "unicorn", "the Virgin Mary")] == [
+        "a lily",
+        "an hour-glass",
+        "a unicorn",
+        "the Virgin Mary",
+    ]
+    assert position_phrase((0.4, 0.4, 0.2, 0.2)) == "in the centre"
+    assert position_phrase((0.0, 0.7, 0.2, 0.2)) == "in the lower left"
