@@ -64,11 +64,16 @@ def wait_for_processing(
     poll_s: float = 2.0,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> WaitOutcome:
-    """Block until every artwork is processed or failed, or ``timeout_s`` passes.
+    """Block until every artwork with an image is processed or failed, or ``timeout_s`` passes.
 
     ``on_progress(finished, failed)`` is called after each poll.
     """
-    ids = list(dict.fromkeys(artwork_ids))
+    # An artwork with nothing to look at is never processed: waiting for it would only run into the timeout.
+    ids = list(
+        Artwork.objects.filter(pk__in=list(dict.fromkeys(artwork_ids)))
+        .exclude(image="", iiif_url="", image_url="")
+        .values_list("pk", flat=True)
+    )
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     outcome = WaitOutcome(total=len(ids))
     while True:

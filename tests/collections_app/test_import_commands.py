@@ -208,11 +208,16 @@ def test_wait_for_processing_reports_progress(folder: Path, fake_pipeline) -> No
     run("import_images", str(folder), "--no-process")
     ids = list(Artwork.objects.values_list("pk", flat=True))
     fake_pipeline(delay_s=0.3)(artwork_ids=ids)
+    # A record with no image is never processed; it must not hold the wait until the timeout.
+    imageless = Artwork.objects.create(source="test", source_id="no-image", title="Catalogue card only")
     seen: list[tuple[int, int]] = []
     outcome = wait_for_processing(
-        artwork_ids=ids, timeout_s=20, poll_s=0.05, on_progress=lambda d, f: seen.append((d, f))
+        artwork_ids=[*ids, imageless.pk],
+        timeout_s=20,
+        poll_s=0.05,
+        on_progress=lambda d, f: seen.append((d, f)),
     )
-    assert outcome.processed == 3 and not outcome.timed_out and outcome.unfinished == 0
+    assert outcome.total == 3 and outcome.processed == 3 and not outcome.timed_out and outcome.unfinished == 0
     assert seen[0] == (0, 0) and seen[-1] == (3, 0)
 
 
