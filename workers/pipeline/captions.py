@@ -48,8 +48,10 @@ def caption_context(detail: Detail) -> str:
         best = min(relations, key=lambda r: RELATION_ORDER.index(r) if r in RELATION_ORDER else 99)
         phrases.append((RELATION_ORDER.index(best), f"{RELATION_WORDS[best]} {article(label)}"))
     phrases.sort(key=lambda p: p[0])
+    # "next to a halo, next to a halo" says nothing twice: one phrase per wording.
+    distinct = list(dict.fromkeys(phrase for _, phrase in phrases))
     text = subject
-    for i, (_, phrase) in enumerate(phrases[:CONTEXT_RELATIONS]):
+    for i, phrase in enumerate(distinct[:CONTEXT_RELATIONS]):
         text += (" " if i == 0 and phrase.startswith("holding") else ", ") + phrase
     return text
 

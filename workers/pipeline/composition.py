@@ -9,6 +9,7 @@ picture with separated clusters is several. The number of details follows the pi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,13 +104,16 @@ class _Sets:
         return out
 
 
-def pair_relations(a: Item, b: Item) -> list[str]:
+def pair_relations(a: Item, b: Item, *, holding: bool = True) -> list[str]:
     """Relations with ``a`` as subject and ``b`` as object: holding, facing, left_of/right_of/above/below,
-    next_to."""
+    next_to. ``holding`` is only for entities: a group does not hold another group."""
     relations: list[str] = []
     inter = geometry.intersection(a.box, b.box)
     if (
-        a.label.lower() in HOLDERS
+        holding
+        and a.label.lower() in HOLDERS
+        # A figure box over most of the picture overlaps everything; that is not holding.
+        and geometry.area(a.box) <= GLUE_MAX_AREA
         and geometry.area(b.box) <= 0.35 * geometry.area(a.box)
         and geometry.area(b.box) > 0
         and inter / geometry.area(b.box) >= 0.3
@@ -129,13 +133,14 @@ def pair_relations(a: Item, b: Item) -> list[str]:
     return relations
 
 
-def relation_triples(items: list[Item]) -> list[dict[str, Any]]:
+def relation_triples(items: list[Item], *, holding: bool = True) -> list[dict[str, Any]]:
     triples: list[dict[str, Any]] = []
     for a in items:
         for b in items:
             if a.key != b.key:
                 triples.extend(
-                    {"subject": a.key, "relation": r, "object": b.key} for r in pair_relations(a, b)
+                    {"subject": a.key, "relation": r, "object": b.key}
+                    for r in pair_relations(a, b, holding=holding)
                 )
     return triples
 
@@ -145,11 +150,32 @@ def spoken(label: str) -> str:
     return " ".join(label.replace("_", " ").split())
 
 
+_NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+# Labels that are names or carry their own determiner take no article: "the Virgin Mary", "two saints".
+_NO_ARTICLE = re.compile(r"^(?:a|an|the|some|several|many|two|three|four|five|six|saint|st\.?|[A-Z]|\d+)\b")
+_PLURAL = re.compile(r"[^s]s$")  # "wings", "keys": no article (a cross, a dress keep theirs)
+
+
 def article(label: str) -> str:
     label = spoken(label)
     if not label:
         return "something"
+    if _NO_ARTICLE.match(label) or _PLURAL.search(label.split(",")[0].split(" and ")[0]):
+        return label
     return f"an {label}" if label[0].lower() in "aeiou" else f"a {label}"
+
+
+def _counted(label: str, count: int) -> str:
+    """ "saint" x 3 -> "three saints"; names and phrases are repeated instead of pluralised."""
+    if count == 1:
+        return label
+    if re.fullmatch(r"[a-z]+", label) and not label.endswith("s"):
+        return f"{_NUMBERS.get(count, str(count))} {label}s"
+    return " and ".join([label] * min(count, 2))
+
+
+def _and_join(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + f" and {parts[-1]}"
 
 
 def _cluster_label(items: list[Item], triples: list[dict[str, Any]]) -> str:
@@ -158,19 +184,18 @@ def _cluster_label(items: list[Item], triples: list[dict[str, Any]]) -> str:
     if held:
         t = held[0]
         return f"{spoken(by_key[t['subject']].label)} holding {spoken(by_key[t['object']].label)}"
-    labels = list(
-        dict.fromkeys(spoken(i.label) for i in sorted(items, key=lambda i: -i.confidence) if i.label)
-    )
-    if not labels:
+    counts: dict[str, int] = {}
+    for item in sorted(items, key=lambda i: -i.confidence):
+        if item.label:
+            counts[spoken(item.label)] = counts.get(spoken(item.label), 0) + 1
+    if not counts:
         return ""
-    if len(labels) == 1:
-        return labels[0] if len(items) == 1 else f"{labels[0]}s"
-    return ", ".join(labels[:-1][:3]) + f" and {labels[-1] if len(labels) <= 4 else labels[3]}"
+    return _and_join([_counted(label, n) for label, n in list(counts.items())[:4]])
 
 
-def _cluster(items: list[Item], members: list[int]) -> Cluster:
+def _cluster(items: list[Item], members: list[int], *, holding: bool = True) -> Cluster:
     chosen = [i for i in items if i.key in set(members)]
-    triples = relation_triples(chosen)
+    triples = relation_triples(chosen, holding=holding)
     return Cluster(
         members=[i.key for i in chosen],
         box=geometry.union_box([i.box for i in chosen]),
@@ -230,4 +255,4 @@ def scene_clusters(units: list[Item]) -> list[Cluster]:
             key=lambda m: geometry.intersection(u.box, geometry.union_box([by_key[k].box for k in m])),
         )
         best.append(u.key)
-    return sorted((_cluster(units, m) for m in members), key=lambda c: (c.box[1], c.box[0]))
+    return sorted((_cluster(units, m, holding=False) for m in members), key=lambda c: (c.box[1], c.box[0]))

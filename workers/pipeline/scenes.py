@@ -44,7 +44,7 @@ def stage_scenes(*, artwork_id: int, force: bool = False) -> str:
         Detail.objects.bulk_update(units, ["relations"])
         # Scenes relate to each other too ("a scene left of another"), for compositions with several.
         scene_items = [Item(key=s.pk, box=s.box, label=s.label, confidence=s.confidence) for s in scenes]
-        triples = relation_triples(scene_items)
+        triples = relation_triples(scene_items, holding=False)
         scene_labels = {s.pk: s.label for s in scenes}
         for scene in scenes:
             scene.relations = relations_for(scene.pk, triples, scene_labels, "picture")
