@@ -69,14 +69,18 @@ def load_dataset(
             try:
                 relevance = float(row[2])
             except ValueError:
-                raise EvaluationInputError(f"{qrels}:{number}: relevance {row[2]!r} is not a number") from None
+                raise EvaluationInputError(
+                    f"{qrels}:{number}: relevance {row[2]!r} is not a number"
+                ) from None
             if relevance > 0:
                 judged[row[0]].add(row[1])
     region_map: dict[str, dict[str, list[list[float]]]] = defaultdict(lambda: defaultdict(list))
     if regions is not None:
         for row in _read_jsonl(regions):
             region_map[row["qid"]][row["image_id"]].append([float(v) for v in row["bbox_rel_xywh"]])
-    dataset = Dataset(queries=query_rows, qrels=dict(judged), regions={k: dict(v) for k, v in region_map.items()})
+    dataset = Dataset(
+        queries=query_rows, qrels=dict(judged), regions={k: dict(v) for k, v in region_map.items()}
+    )
     metadata = metadata or queries.parent / "metadata.csv"
     if metadata.is_file():
         with metadata.open(encoding="utf-8", newline="") as handle:
@@ -86,9 +90,7 @@ def load_dataset(
                 if int(float(row.get("n_boxes") or 0)) > 0:
                     dataset.box_ids.add(image_id)
     elif any(q.get("judged_pool") == "box_annotated_images" for q in query_rows):
-        raise EvaluationInputError(
-            f"{metadata}: needed to know which images have boxes (pass --metadata)"
-        )
+        raise EvaluationInputError(f"{metadata}: needed to know which images have boxes (pass --metadata)")
     return dataset
 
 
@@ -110,7 +112,11 @@ def summarise(per_query: list[dict[str, Any]], split: str) -> dict[str, Any]:
         for name in METRICS:
             values = [r["metrics"][name] for r in rows]
             low, high = bootstrap_ci(values)
-            entry[name] = {"mean": mean(values), "ci95": [low, high], "random": mean([r["random"][name] for r in rows])}
+            entry[name] = {
+                "mean": mean(values),
+                "ci95": [low, high],
+                "random": mean([r["random"][name] for r in rows]),
+            }
         hits = [r["region_hit@10"] for r in rows if r["region_hit@10"] is not None]
         if hits:
             low, high = bootstrap_ci(hits)
@@ -175,7 +181,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         cells = []
         for m in METRICS:
             e = entry[m]
-            cells.append(f"{e['mean']:.3f} [{e['ci95'][0]:.2f}-{e['ci95'][1]:.2f}] r{e['random']:.3f}".rjust(22))
+            cells.append(
+                f"{e['mean']:.3f} [{e['ci95'][0]:.2f}-{e['ci95'][1]:.2f}] r{e['random']:.3f}".rjust(22)
+            )
         region = entry.get("region_hit@10")
         region_cell = f"{region['mean']:.3f} (n={region['queries']})" if region else "-"
         lines.append(f"{group:<13}{entry['queries']:>4}  " + "  ".join(cells) + f"  {region_cell:>14}")

@@ -74,7 +74,9 @@ def region_hit_rate(
     if not judged:
         return None
     hits = sum(
-        1 for item in judged if item in regions and any(iou(regions[item], box) >= threshold for box in truth[item])
+        1
+        for item in judged
+        if item in regions and any(iou(regions[item], box) >= threshold for box in truth[item])
     )
     return hits / len(judged)
 
@@ -88,7 +90,9 @@ def query_metrics(ranking: Sequence[str], relevant: set[str]) -> dict[str, float
     }
 
 
-def random_baseline(pool: Sequence[str], relevant: set[str], *, trials: int = 200, seed: int = 0) -> dict[str, float]:
+def random_baseline(
+    pool: Sequence[str], relevant: set[str], *, trials: int = 200, seed: int = 0
+) -> dict[str, float]:
     """Expected metrics of a random order of the pool (Monte Carlo, fixed seed)."""
     rng = random.Random(seed)
     items = list(pool)
@@ -104,7 +108,9 @@ def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def bootstrap_ci(values: Sequence[float], *, samples: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], *, samples: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean over queries."""
     if not values:
         return (float("nan"), float("nan"))

@@ -25,7 +25,7 @@ import numpy as np
 from django.conf import settings
 from django.db import connection
 
-from search_app.retrieval import DETAIL_LEVELS, LegHit, _filter_sql
+from search_app.retrieval import DETAIL_LEVELS, NO_FILTERS, LegHit, _filter_sql
 from search_app.types import SearchFilters
 
 logger = logging.getLogger(__name__)
@@ -60,12 +60,15 @@ class VectorIndex:
     def name(self) -> str:
         import hashlib
 
-        digest = hashlib.sha1(f"{self.target}:{self.model_key}:{self.kind}:{self.dim}".encode()).hexdigest()[:12]
+        digest = hashlib.sha1(f"{self.target}:{self.model_key}:{self.kind}:{self.dim}".encode()).hexdigest()[
+            :12
+        ]
         return f"{self.target}-{digest}"
 
     def _rows_sql(self) -> tuple[str, list[object]]:
         return (
-            f"SELECT id, vector::text FROM {TABLES[self.target]} WHERE model_key = %s AND kind = %s AND dim = %s",
+            f"SELECT id, vector::text FROM {TABLES[self.target]} "
+            "WHERE model_key = %s AND kind = %s AND dim = %s",
             [self.model_key, self.kind, self.dim],
         )
 
@@ -127,7 +130,11 @@ class VectorIndex:
         faiss = _faiss()
         index_dir().mkdir(parents=True, exist_ok=True)
         path = index_dir() / f"{self.name}.faiss"
-        cpu = faiss.index_gpu_to_cpu(self.index) if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(self.index).__name__ else self.index
+        cpu = (
+            faiss.index_gpu_to_cpu(self.index)
+            if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(self.index).__name__
+            else self.index
+        )
         faiss.write_index(cpu, str(path))
         return path
 
@@ -166,7 +173,7 @@ def faiss_leg(
     target: str,
     kind: str,
     levels: Sequence[str] = DETAIL_LEVELS,
-    filters: SearchFilters = SearchFilters(),
+    filters: SearchFilters = NO_FILTERS,
     limit: int,
     exclude_artwork_id: int | None = None,
 ) -> list[LegHit]:
@@ -177,14 +184,25 @@ def faiss_leg(
     vi = get_index(target=target, model_key=model_key, kind=kind, dim=q.shape[1])
     if vi.index is None or vi.index.ntotal == 0:
         return []
-    allowed = _allowed_rows(target=target, model_key=model_key, kind=kind, dim=q.shape[1], levels=levels,
-                            filters=filters, exclude_artwork_id=exclude_artwork_id)
+    allowed = _allowed_rows(
+        target=target,
+        model_key=model_key,
+        kind=kind,
+        dim=q.shape[1],
+        levels=levels,
+        filters=filters,
+        exclude_artwork_id=exclude_artwork_id,
+    )
     params = None
     if allowed is not None:
         if not len(allowed):
             return []
         selector = faiss.IDSelectorBatch(allowed)
-        params = faiss.SearchParametersIVF(sel=selector, nprobe=32) if "IVF" in type(vi.index).__name__ else faiss.SearchParameters(sel=selector)
+        params = (
+            faiss.SearchParametersIVF(sel=selector, nprobe=32)
+            if "IVF" in type(vi.index).__name__
+            else faiss.SearchParameters(sel=selector)
+        )
     # Hidden details are dropped after the search (a selector over every visible row would cost a scan),
     # so ask for a few more.
     wanted = int(limit) + (int(limit) // 5 + 8 if target == "detail" else 0)

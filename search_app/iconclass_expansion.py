@@ -1,7 +1,7 @@
 """Query -> ICONCLASS notations present in the catalogue, by their texts and keywords in every language the
 ``iconclass`` package has.
 
-ICONCLASS texts list a subject's attributes ("Jerome; possible attributes: book, cardinal's hat, lion, skull"),
+ICONCLASS texts list a subject's attributes ("Jerome; possible attributes: book, cardinal's hat, lion"),
 so a query that names attributes finds the subject even when no title does. Words are weighted by how rare
 they are among the catalogue's notations: "saint" says little, "lion" a lot.
 """
@@ -24,8 +24,12 @@ _CACHE_TTL_S = 300
 MIN_SCORE = 0.3
 MAX_NOTATIONS = 8
 _STOPWORDS = frozenset(
-    """a an and the of in on with his her their its by to at from for or as is are be who which into
-    possible attributes attribute etc e g st saint saints holy""".split()
+    [
+        "a", "an", "and", "the", "of", "in", "on", "with", "his", "her", "their", "its", "by", "to", "at",
+        "from", "for", "or", "as", "is", "are", "be", "who", "which", "into",
+        # ICONCLASS boilerplate, and words every saint's text shares
+        "possible", "attributes", "attribute", "etc", "e", "g", "st", "saint", "saints", "holy",
+    ]
 )
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 

@@ -16,8 +16,8 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -64,7 +64,9 @@ def _validate(query: SearchQuery) -> None:
         raise QueryError("limit must be positive and offset not negative")
     if query.image_bytes:
         # Not yet: an upload would need its own encode task (tasks never carry images). Say so clearly.
-        raise QueryError("searching by an uploaded image is not available yet; use 'more like this' on an artwork")
+        raise QueryError(
+            "searching by an uploaded image is not available yet; use 'more like this' on an artwork"
+        )
 
 
 def _normalise(query: SearchQuery) -> tuple[str, tuple[str, ...]]:
@@ -110,14 +112,21 @@ def first_stage(
         )
         if text:
             legs["vector_captions"] = vector_leg(
-                target="detail", kind="text", levels=levels, limit=depth * 3, exclude_artwork_id=like, **common
+                target="detail",
+                kind="text",
+                levels=levels,
+                limit=depth * 3,
+                exclude_artwork_id=like,
+                **common,
             )
     if text and query.lexical:
         legs["lexical"] = lexical_leg(text=text, level=query.level, filters=query.filters, limit=depth)
     notations: list[tuple[str, float]] = []
     if text and query.iconclass:
         notations = expand_query(text)
-        legs["iconclass"] = iconclass_leg(notations=notations, level=query.level, filters=query.filters, limit=depth)
+        legs["iconclass"] = iconclass_leg(
+            notations=notations, level=query.level, filters=query.filters, limit=depth
+        )
     candidates = reciprocal_rank_fusion(legs)[:depth]
     if like is not None:
         candidates = [c for c in candidates if c.artwork_id != like]
@@ -132,9 +141,13 @@ def _mark_excluded(candidates: list[Candidate], *, exclude: tuple[str, ...], lev
     ids = [c.artwork_id for c in candidates]
     hit_ids: set[int] = set()
     for phrase in exclude:
-        hit_ids.update(h.artwork_id for h in lexical_leg(text=phrase, level=level, limit=len(ids), within=ids))
+        hit_ids.update(
+            h.artwork_id for h in lexical_leg(text=phrase, level=level, limit=len(ids), within=ids)
+        )
         notations = expand_query(phrase)
-        hit_ids.update(h.artwork_id for h in iconclass_leg(notations=notations, level=level, limit=len(ids), within=ids))
+        hit_ids.update(
+            h.artwork_id for h in iconclass_leg(notations=notations, level=level, limit=len(ids), within=ids)
+        )
     for c in candidates:
         c.excluded = c.artwork_id in hit_ids
 
@@ -142,7 +155,8 @@ def _mark_excluded(candidates: list[Candidate], *, exclude: tuple[str, ...], lev
 def _rerank_payload(candidates: list[Candidate]) -> list[dict[str, Any]]:
     first = normalised_first_stage(candidates)
     return [
-        {"artwork_id": c.artwork_id, "first_stage": first[c.artwork_id], "legs": dict(c.legs)} for c in candidates
+        {"artwork_id": c.artwork_id, "first_stage": first[c.artwork_id], "legs": dict(c.legs)}
+        for c in candidates
     ]
 
 
@@ -200,7 +214,9 @@ def assemble(
                 vector_score=round(first[c.artwork_id], 6),
                 rerank_score=None if rr is None else round(rr, 6),
                 detail=(
-                    DetailHit(id=d.pk, level=d.level, box=d.box, label=d.label, caption=d.caption) if d else None
+                    DetailHit(id=d.pk, level=d.level, box=d.box, label=d.label, caption=d.caption)
+                    if d
+                    else None
                 ),
                 legs={k: round(v, 6) for k, v in c.legs.items()} | ({"excluded": 1.0} if c.excluded else {}),
             )
@@ -261,7 +277,9 @@ async def _search(query: SearchQuery, *, search_id: str) -> SearchResponse:
         stage, rerank = _stage_from_cache(cached)
         hits, has_more = await sync_to_async(assemble)(query, stage, rerank=rerank)
         timings["total"] = _ms(started)
-        return SearchResponse(query=query, hits=hits, has_more=has_more, reranked=rerank is not None, timings_ms=timings)
+        return SearchResponse(
+            query=query, hits=hits, has_more=has_more, reranked=rerank is not None, timings_ms=timings
+        )
 
     vector: np.ndarray | None = None
     t = time.perf_counter()
@@ -283,7 +301,9 @@ async def _search(query: SearchQuery, *, search_id: str) -> SearchResponse:
     timings["encode"] = _ms(t)
 
     t = time.perf_counter()
-    stage = await sync_to_async(first_stage)(query, text=text, exclude=exclude, vector=vector, model_key=model_key)
+    stage = await sync_to_async(first_stage)(
+        query, text=text, exclude=exclude, vector=vector, model_key=model_key
+    )
     timings["candidates"] = _ms(t)
 
     rerank: dict[str, Any] | None = None
@@ -350,10 +370,18 @@ def search_sync(query: SearchQuery, *, in_process: bool = False) -> SearchRespon
     timings: dict[str, float] = {}
     started = time.perf_counter()
     text, exclude = _normalise(query)
-    model_key = _embedder_key()
+    degraded = ""
+    try:
+        model_key = _embedder_key()
+    except ModelLoadError as error:
+        logger.error("no embedder: %s", error)
+        model_key, degraded = "", "no image-text model installed: text and ICONCLASS matches only"
     t = time.perf_counter()
     vector = query_vector_here(
-        text=text, model_key=model_key, like_artwork_id=query.like_artwork_id, like_detail_id=query.like_detail_id
+        text=text,
+        model_key=model_key,
+        like_artwork_id=query.like_artwork_id,
+        like_detail_id=query.like_detail_id,
     )
     timings["encode"] = _ms(t)
     t = time.perf_counter()
@@ -373,7 +401,14 @@ def search_sync(query: SearchQuery, *, in_process: bool = False) -> SearchRespon
         timings["rerank"] = _ms(t)
     hits, has_more = assemble(query, stage, rerank=rerank)
     timings["total"] = _ms(started)
-    return SearchResponse(query=query, hits=hits, has_more=has_more, reranked=rerank is not None, timings_ms=timings)
+    return SearchResponse(
+        query=query,
+        hits=hits,
+        has_more=has_more,
+        reranked=rerank is not None,
+        degraded=degraded,
+        timings_ms=timings,
+    )
 
 
 def _ms(since: float) -> float:

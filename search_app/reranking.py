@@ -39,7 +39,9 @@ def build_rerank_candidates(
     artworks = {a.pk: a for a in Artwork.objects.filter(pk__in=ids).prefetch_related("artists")}
     levels = list(detail_levels(level))
     details: dict[int, list[Detail]] = defaultdict(list)
-    for d in Detail.objects.visible().filter(artwork_id__in=ids, level__in=levels).order_by("artwork_id", "id"):
+    for d in (
+        Detail.objects.visible().filter(artwork_id__in=ids, level__in=levels).order_by("artwork_id", "id")
+    ):
         details[d.artwork_id].append(d)
     region_rows: dict[int, list[tuple[int | None, Any]]] = defaultdict(list)
     if level == "artworks":
@@ -78,7 +80,9 @@ def build_rerank_candidates(
 
 
 def best_regions(
-    candidates: Sequence[RerankCandidate], region_ids: dict[str, list[int | None]], query_vector: np.ndarray | None
+    candidates: Sequence[RerankCandidate],
+    region_ids: dict[str, list[int | None]],
+    query_vector: np.ndarray | None,
 ) -> dict[str, int]:
     """For each candidate, the detail whose vector is closest to the query (whole-image rows skipped)."""
     if query_vector is None:
@@ -109,7 +113,9 @@ def rerank_run(
 ) -> dict[str, Any]:
     """Scores and best regions: ``{"scores": {artwork_id: s}, "regions": {artwork_id: detail_id}}``.
     Raises StopRequested when ``should_stop`` turns true between batches."""
-    rerank_candidates, region_ids = build_rerank_candidates(candidates=candidates, model_key=model_key, level=level)
+    rerank_candidates, region_ids = build_rerank_candidates(
+        candidates=candidates, model_key=model_key, level=level
+    )
     scores = reranker.score(text, rerank_candidates, query_vector=query_vector, should_stop=should_stop)
     return {
         "scores": {c.id: float(s) for c, s in zip(rerank_candidates, scores, strict=True)},
@@ -128,7 +134,9 @@ def query_vector_here(
     if not model_key:  # the web side has no embedder either: rerank on words and evidence alone
         return None
     if like_artwork_id is not None or like_detail_id is not None:
-        return reference_vectors(model_key=model_key, like_artwork_id=like_artwork_id, like_detail_id=like_detail_id)
+        return reference_vectors(
+            model_key=model_key, like_artwork_id=like_artwork_id, like_detail_id=like_detail_id
+        )
     if not text:
         return None
     vector, worker_key = encode_text_here(text)

@@ -23,6 +23,7 @@ from search_app.types import SearchFilters
 TS_CONFIG = "english"
 DETAIL_LEVELS = ("entity", "group", "scene")
 TRIGRAM_MIN = 0.3
+NO_FILTERS = SearchFilters()
 
 
 @dataclass
@@ -75,7 +76,7 @@ def vector_leg_sql(
     target: str,
     kind: str,
     levels: Sequence[str] = DETAIL_LEVELS,
-    filters: SearchFilters = SearchFilters(),
+    filters: SearchFilters = NO_FILTERS,
     limit: int,
     exact: bool,
     exclude_artwork_id: int | None = None,
@@ -87,7 +88,7 @@ def vector_leg_sql(
     literal = _vector_literal(vector)
     column = f"e.vector::halfvec({dim})" if not exact else "e.vector"
     distance = f"({column} <=> %s::halfvec({dim}))"
-    where = [f"e.model_key = %s", "e.kind = %s", f"e.dim = {dim}"]
+    where = ["e.model_key = %s", "e.kind = %s", f"e.dim = {dim}"]
     params: list[object] = [literal, model_key, kind]
     if target == "artwork":
         table, detail_col, join = "collections_app_artworkembedding", "NULL::bigint", ""
@@ -115,7 +116,14 @@ def vector_leg_sql(
 
 
 def _filtered_count(
-    *, model_key: str, target: str, kind: str, dim: int, levels: Sequence[str], filters: SearchFilters, cap: int
+    *,
+    model_key: str,
+    target: str,
+    kind: str,
+    dim: int,
+    levels: Sequence[str],
+    filters: SearchFilters,
+    cap: int,
 ) -> int:
     """How many rows the vector leg would scan, counted up to ``cap`` (so counting stays cheap)."""
     table = "collections_app_artworkembedding" if target == "artwork" else "collections_app_detailembedding"
@@ -127,7 +135,8 @@ def _filtered_count(
     filter_sql, filter_params = _filter_sql(filters, "e.artwork_id")
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT count(*) FROM (SELECT 1 FROM {table} e WHERE {' AND '.join(where)}{filter_sql} LIMIT %s) s",
+            f"SELECT count(*) FROM (SELECT 1 FROM {table} e WHERE {' AND '.join(where)}{filter_sql} "
+            "LIMIT %s) s",
             [*params, *filter_params, cap],
         )
         return int(cursor.fetchone()[0])
@@ -148,7 +157,7 @@ def vector_leg(
     target: str,
     kind: str,
     levels: Sequence[str] = DETAIL_LEVELS,
-    filters: SearchFilters = SearchFilters(),
+    filters: SearchFilters = NO_FILTERS,
     limit: int,
     exclude_artwork_id: int | None = None,
 ) -> list[LegHit]:
@@ -184,12 +193,15 @@ def _artwork_document_sql() -> str:
     """An artwork's searchable text: title, artists, ICONCLASS texts, description, then the rest."""
     return (
         "setweight(to_tsvector(%(cfg)s, coalesce(a.title, '')), 'A') || "
-        "setweight(to_tsvector(%(cfg)s, coalesce((SELECT string_agg(ar.name, ' ') FROM collections_app_artist ar "
-        "JOIN collections_app_artwork_artists aa ON aa.artist_id = ar.id WHERE aa.artwork_id = a.id), '')), 'B') || "
+        "setweight(to_tsvector(%(cfg)s, coalesce((SELECT string_agg(ar.name, ' ') "
+        "FROM collections_app_artist ar "
+        "JOIN collections_app_artwork_artists aa ON aa.artist_id = ar.id "
+        "WHERE aa.artwork_id = a.id), '')), 'B') || "
         "setweight(to_tsvector(%(cfg)s, coalesce((SELECT string_agg(ic.txt, ' ') FROM ic "
         "WHERE ic.notation = ANY(a.iconclass)), '')), 'B') || "
         "setweight(to_tsvector(%(cfg)s, coalesce(a.description, '')), 'C') || "
-        "setweight(to_tsvector(%(cfg)s, coalesce(a.medium, '') || ' ' || coalesce(a.classification, '') || ' ' "
+        "setweight(to_tsvector(%(cfg)s, coalesce(a.medium, '') || ' ' "
+        "|| coalesce(a.classification, '') || ' ' "
         "|| coalesce(a.collection, '')), 'D')"
     )
 
@@ -201,7 +213,7 @@ def lexical_leg(
     *,
     text: str,
     level: str = "artworks",
-    filters: SearchFilters = SearchFilters(),
+    filters: SearchFilters = NO_FILTERS,
     limit: int,
     within: Sequence[int] | None = None,
 ) -> list[LegHit]:
@@ -216,7 +228,8 @@ def lexical_leg(
     detail_within = " AND d.artwork_id = ANY(%(within)s)" if within is not None else ""
     # At a detail level only the regions' own words count: an artwork title is not a region.
     artwork_part = (
-        f"SELECT a.id AS artwork_id, NULL::bigint AS detail_id, ts_rank_cd({_artwork_document_sql()}, q.tsq) AS rank "
+        "SELECT a.id AS artwork_id, NULL::bigint AS detail_id, "
+        f"ts_rank_cd({_artwork_document_sql()}, q.tsq) AS rank "
         f"FROM collections_app_artwork a, q WHERE ({_artwork_document_sql()}) @@ q.tsq{within_sql}"
         if level == "artworks"
         else "SELECT NULL::bigint AS artwork_id, NULL::bigint AS detail_id, NULL::real AS rank WHERE false"
@@ -234,8 +247,11 @@ def lexical_leg(
         "merged AS (SELECT coalesce(art.artwork_id, best_det.artwork_id) AS artwork_id, best_det.detail_id, "
         "coalesce(art.rank, 0) + coalesce(best_det.rank, 0) AS rank "
         "FROM art FULL OUTER JOIN best_det ON best_det.artwork_id = art.artwork_id) "
-        "SELECT m.artwork_id, m.detail_id, m.rank FROM merged m JOIN collections_app_artwork a ON a.id = m.artwork_id "
-        "WHERE true" + _percent_params(filter_sql, filter_params)[0] + " ORDER BY m.rank DESC, m.artwork_id LIMIT %(limit)s"
+        "SELECT m.artwork_id, m.detail_id, m.rank FROM merged m "
+        "JOIN collections_app_artwork a ON a.id = m.artwork_id "
+        "WHERE true"
+        + _percent_params(filter_sql, filter_params)[0]
+        + " ORDER BY m.rank DESC, m.artwork_id LIMIT %(limit)s"
     )
     params: dict[str, object] = {
         "notations": notations,
@@ -281,7 +297,8 @@ def _trigram_leg(
     artwork_part = (
         "SELECT a.id AS artwork_id, NULL::bigint AS detail_id, "
         "word_similarity(%(text)s, a.title || ' ' || a.description) AS sim FROM collections_app_artwork a "
-        f"WHERE word_similarity(%(text)s, a.title || ' ' || a.description) >= %(min)s{within_sql}{filter_sql} "
+        "WHERE word_similarity(%(text)s, a.title || ' ' || a.description) >= %(min)s"
+        f"{within_sql}{filter_sql} "
         "UNION ALL "
         if level == "artworks"
         else ""
@@ -289,7 +306,8 @@ def _trigram_leg(
     sql = (
         "SELECT DISTINCT ON (artwork_id) artwork_id, detail_id, sim FROM ("
         + artwork_part
-        + f"SELECT d.artwork_id AS artwork_id, d.id AS detail_id, word_similarity(%(text)s, {_DETAIL_TEXT}) AS sim FROM collections_app_detail d "
+        + "SELECT d.artwork_id AS artwork_id, d.id AS detail_id, "
+        f"word_similarity(%(text)s, {_DETAIL_TEXT}) AS sim FROM collections_app_detail d "
         "JOIN collections_app_artwork a ON a.id = d.artwork_id "
         f"WHERE d.review_state <> 'hidden' AND d.level = ANY(%(levels)s) "
         f"AND word_similarity(%(text)s, {_DETAIL_TEXT}) >= %(min)s{within_sql}{filter_sql}) s "
@@ -313,7 +331,7 @@ def iconclass_leg(
     *,
     notations: Sequence[tuple[str, float]],
     level: str = "artworks",
-    filters: SearchFilters = SearchFilters(),
+    filters: SearchFilters = NO_FILTERS,
     limit: int,
     within: Sequence[int] | None = None,
 ) -> list[LegHit]:
@@ -333,10 +351,14 @@ def iconclass_leg(
     )
     sql = (
         "WITH n(code, w) AS (SELECT * FROM unnest(%(codes)s::text[], %(weights)s::float8[])) "
-        "SELECT artwork_id, (array_agg(detail_id ORDER BY w DESC) FILTER (WHERE detail_id IS NOT NULL))[1], max(w) "
-        "FROM (" + artwork_part + "SELECT d.artwork_id AS artwork_id, d.id AS detail_id, max(n.w) AS w FROM collections_app_detail d "
+        "SELECT artwork_id, "
+        "(array_agg(detail_id ORDER BY w DESC) FILTER (WHERE detail_id IS NOT NULL))[1], max(w) "
+        "FROM ("
+        + artwork_part
+        + "SELECT d.artwork_id AS artwork_id, d.id AS detail_id, max(n.w) AS w FROM collections_app_detail d "
         "JOIN collections_app_artwork a ON a.id = d.artwork_id JOIN n ON n.code = ANY(d.iconclass) "
-        f"WHERE d.iconclass && %(codes)s::varchar[] AND d.review_state <> 'hidden' AND d.level = ANY(%(levels)s)"
+        "WHERE d.iconclass && %(codes)s::varchar[] AND d.review_state <> 'hidden' "
+        "AND d.level = ANY(%(levels)s)"
         f"{within_sql}{filter_sql} GROUP BY d.artwork_id, d.id) s "
         "GROUP BY artwork_id ORDER BY max(w) DESC, artwork_id LIMIT %(limit)s"
     )
@@ -362,9 +384,13 @@ def reference_vectors(
 
     row: ArtworkEmbedding | DetailEmbedding | None
     if like_detail_id is not None:
-        row = DetailEmbedding.objects.filter(detail_id=like_detail_id, model_key=model_key, kind="image").first()
+        row = DetailEmbedding.objects.filter(
+            detail_id=like_detail_id, model_key=model_key, kind="image"
+        ).first()
     elif like_artwork_id is not None:
-        row = ArtworkEmbedding.objects.filter(artwork_id=like_artwork_id, model_key=model_key, kind="image").first()
+        row = ArtworkEmbedding.objects.filter(
+            artwork_id=like_artwork_id, model_key=model_key, kind="image"
+        ).first()
     else:
         return None
     if row is None:

@@ -45,7 +45,9 @@ class FakeSlowReranker(Reranker):
     def _load(self) -> None:
         return None
 
-    def _score(self, query: str, batch: list[RerankCandidate], *, query_vector: np.ndarray | None) -> list[float]:
+    def _score(
+        self, query: str, batch: list[RerankCandidate], *, query_vector: np.ndarray | None
+    ) -> list[float]:
         time.sleep(self.seconds_per_batch)
         redis.Redis.from_url(settings.REDIS_URL).incr(f"{BATCH_COUNTER_KEY}:{query}")
         return [0.5 for _ in batch]

@@ -34,7 +34,9 @@ def asgi_server() -> Iterator[str]:
     import uvicorn
 
     port = _free_port()
-    config = uvicorn.Config("semart_site.asgi:application", host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    config = uvicorn.Config(
+        "semart_site.asgi:application", host="127.0.0.1", port=port, lifespan="off", log_level="warning"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -77,7 +79,8 @@ def _open_search(address: str, query: str, client: str) -> socket.socket:
     host, port = address.split(":")
     sock = socket.create_connection((host, int(port)))
     sock.sendall(
-        f"GET /search.json?q={query}&client={client} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode()
+        f"GET /search.json?q={query}&client={client} HTTP/1.1\r\n"
+        f"Host: {address}\r\nConnection: close\r\n\r\n".encode()
     )
     return sock
 
@@ -115,14 +118,18 @@ def test_client_disconnect_stops_the_rerank_within_one_batch(slow_rerank, celery
     assert after <= at_close + 1, f"{after - at_close} batches after the client left"
     assert after < N_ARTWORKS  # it did not run to the end
     # The worker is free again: another search is reranked to the end.
-    response = httpx.get(f"http://{asgi_server}/search.json", params={"q": "lion", "client": "visitor-two"}, timeout=30)
+    response = httpx.get(
+        f"http://{asgi_server}/search.json", params={"q": "lion", "client": "visitor-two"}, timeout=30
+    )
     assert response.status_code == 200
     assert response.json()["reranked"] is True
     assert _batches(redis_client, "lion") == N_ARTWORKS
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_new_search_from_the_same_visitor_stops_the_previous_rerank(slow_rerank, celery_worker, asgi_server) -> None:
+def test_a_new_search_from_the_same_visitor_stops_the_previous_rerank(
+    slow_rerank, celery_worker, asgi_server
+) -> None:
     redis_client = slow_rerank
     first = _open_search(asgi_server, "angel", "same-visitor")
     _wait_for(lambda: _batches(redis_client, "angel") >= 2)

@@ -26,14 +26,25 @@ def tiny_dataset(tmp_path, fake_models, clean_cache):  # type: ignore[no-untyped
     embed_detail(halo, [1, 0, 0, 0])
     # As after the vision pipeline, every picture has details (a leg with one artwork would rank it first).
     for sid in ("A2", "A3", "A4"):
-        embed_detail(DetailFactory(artwork=artworks[sid], label="figure", x=0.0, y=0.0, w=0.9, h=0.9), vectors[sid])
+        embed_detail(
+            DetailFactory(artwork=artworks[sid], label="figure", x=0.0, y=0.0, w=0.9, h=0.9), vectors[sid]
+        )
     (tmp_path / "queries.jsonl").write_text(
-        json.dumps({"qid": "det_halo", "type": "detail", "query": "a golden halo", "judged_pool": "box_annotated_images"})
+        json.dumps(
+            {
+                "qid": "det_halo",
+                "type": "detail",
+                "query": "a golden halo",
+                "judged_pool": "box_annotated_images",
+            }
+        )
         + "\n"
         + json.dumps({"qid": "det_horse", "type": "detail", "query": "a horse", "judged_pool": "all_images"})
         + "\n"
     )
-    (tmp_path / "qrels.tsv").write_text("qid\timage_id\trelevance\ndet_halo\tA1\t1\ndet_horse\tA2\t1\ndet_horse\tA9\t1\n")
+    (tmp_path / "qrels.tsv").write_text(
+        "qid\timage_id\trelevance\ndet_halo\tA1\t1\ndet_horse\tA2\t1\ndet_horse\tA9\t1\n"
+    )
     (tmp_path / "qrels_regions.jsonl").write_text(
         json.dumps({"qid": "det_halo", "image_id": "A1", "bbox_rel_xywh": [0.12, 0.1, 0.2, 0.2]}) + "\n"
     )
@@ -45,10 +56,14 @@ def test_evaluate_writes_rankings_by_source_id_and_metrics(tiny_dataset, capsys)
     out = tiny_dataset / "out" / "eval.json"
     call_command(
         "evaluate",
-        "--queries", str(tiny_dataset / "queries.jsonl"),
-        "--qrels", str(tiny_dataset / "qrels.tsv"),
-        "--regions", str(tiny_dataset / "qrels_regions.jsonl"),
-        "--json", str(out),
+        "--queries",
+        str(tiny_dataset / "queries.jsonl"),
+        "--qrels",
+        str(tiny_dataset / "qrels.tsv"),
+        "--regions",
+        str(tiny_dataset / "qrels_regions.jsonl"),
+        "--json",
+        str(out),
     )
     result = json.loads(out.read_text())
     halo, horse = result["queries"]
@@ -69,6 +84,18 @@ def test_evaluate_writes_rankings_by_source_id_and_metrics(tiny_dataset, capsys)
 def test_evaluate_rejects_malformed_files(tiny_dataset) -> None:
     (tiny_dataset / "bad.tsv").write_text("det_halo A1\n")
     with pytest.raises(CommandError, match="bad.tsv:1"):
-        call_command("evaluate", "--queries", str(tiny_dataset / "queries.jsonl"), "--qrels", str(tiny_dataset / "bad.tsv"))
+        call_command(
+            "evaluate",
+            "--queries",
+            str(tiny_dataset / "queries.jsonl"),
+            "--qrels",
+            str(tiny_dataset / "bad.tsv"),
+        )
     with pytest.raises(CommandError, match="no such file"):
-        call_command("evaluate", "--queries", str(tiny_dataset / "nope.jsonl"), "--qrels", str(tiny_dataset / "qrels.tsv"))
+        call_command(
+            "evaluate",
+            "--queries",
+            str(tiny_dataset / "nope.jsonl"),
+            "--qrels",
+            str(tiny_dataset / "qrels.tsv"),
+        )

@@ -66,5 +66,5 @@ def test_bootstrap_interval_brackets_the_mean() -> None:
     values = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     low, high = bootstrap_ci(values, samples=1000)
     assert low < 0.5 < high
-    assert 0.0 <= low and high <= 1.0
+    assert low >= 0.0 and high <= 1.0
     assert all(math.isnan(v) for v in bootstrap_ci([]))

@@ -40,14 +40,23 @@ def test_faiss_matches_the_exact_scan_with_a_minority_filter(artworks) -> None:
     _, centres = artworks
     query = unit(centres[1])
     icons = SearchFilters(classification="Icon")
-    args = {"vector": query, "model_key": MODEL_KEY, "target": "artwork", "kind": "image", "filters": icons, "limit": 20}
+    args = {
+        "vector": query,
+        "model_key": MODEL_KEY,
+        "target": "artwork",
+        "kind": "image",
+        "filters": icons,
+        "limit": 20,
+    }
 
     from_faiss = faiss_index.faiss_leg(**args)
     from_pg = vector_leg(**args)
 
     assert len(from_faiss) == 20  # 25 icons exist: the filter is inside the search
     assert [h.artwork_id for h in from_faiss] == [h.artwork_id for h in from_pg]
-    assert [h.score for h in from_faiss] == pytest.approx([h.score for h in from_pg], abs=2e-3)  # halfvec rounding
+    assert [h.score for h in from_faiss] == pytest.approx(
+        [h.score for h in from_pg], abs=2e-3
+    )  # halfvec rounding
 
 
 def test_faiss_index_follows_inserts_and_deletes(artworks) -> None:
@@ -70,7 +79,13 @@ def test_detail_levels_and_hidden_details(settings) -> None:
     hidden = DetailFactory(artwork=artwork, level="entity", review_state="hidden")
     for d in (entity, scene, hidden):
         embed_detail(d, np.eye(DIM)[0])
-    args = {"vector": unit(np.eye(DIM)[0]), "model_key": MODEL_KEY, "target": "detail", "kind": "image", "limit": 5}
+    args = {
+        "vector": unit(np.eye(DIM)[0]),
+        "model_key": MODEL_KEY,
+        "target": "detail",
+        "kind": "image",
+        "limit": 5,
+    }
     assert {h.detail_id for h in faiss_index.faiss_leg(**args)} == {entity.pk, scene.pk}
     assert [h.detail_id for h in faiss_index.faiss_leg(levels=("scene",), **args)] == [scene.pk]
 

@@ -1,4 +1,4 @@
-"""The whole pipeline: encode, legs, fusion, exclusions, levels, rerank through a real worker, degraded mode."""
+"""The whole pipeline: encode, legs, fusion, exclusions, levels, rerank on a real worker, degraded mode."""
 
 from __future__ import annotations
 
@@ -32,11 +32,15 @@ def catalogue(fake_models, clean_cache):  # type: ignore[no-untyped-def]
     fake_models.table = {"angel": ANGEL}
     angel = ArtworkFactory(title="Annunciation")
     embed_artwork(angel, _axis(2, 0.3))
-    region = DetailFactory(artwork=angel, level="entity", label="angel", caption="an angel with wings", x=0.5, y=0.1)
+    region = DetailFactory(
+        artwork=angel, level="entity", label="angel", caption="an angel with wings", x=0.5, y=0.1
+    )
     embed_detail(region, _axis(0, 0.0))
     wall = DetailFactory(artwork=angel, level="entity", label="wall", caption="a wall", x=0.0, y=0.5)
     embed_detail(wall, _axis(3))
-    scene = DetailFactory(artwork=angel, level="scene", label="scene", caption="the annunciation", x=0, y=0, w=1, h=1)
+    scene = DetailFactory(
+        artwork=angel, level="scene", label="scene", caption="the annunciation", x=0, y=0, w=1, h=1
+    )
     embed_detail(scene, _axis(0, 0.0) + _axis(2))
     blue = ArtworkFactory(title="Angel in a blue robe")
     embed_artwork(blue, _axis(0, 0.0) + 0.2 * _axis(4))
@@ -102,7 +106,9 @@ def test_bad_queries_get_clear_errors() -> None:
 
 
 @pytest.mark.django_db
-def test_degraded_to_first_stage_when_no_worker_consumes_the_rerank_queue(catalogue, clean_cache, settings) -> None:
+def test_degraded_to_first_stage_when_no_worker_consumes_the_rerank_queue(
+    catalogue, clean_cache, settings
+) -> None:
     settings.SEARCH = {**settings.SEARCH, "rerank_timeout_s": 0.5}
     remember_text_vector("angel", ANGEL, model_key=MODEL_KEY)  # encoded earlier: only the rerank is missing
 

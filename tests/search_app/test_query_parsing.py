@@ -24,7 +24,9 @@ def test_parse_query_text(raw: str, expected: tuple[str, tuple[str, ...]]) -> No
 
 
 def test_query_from_params_reads_filters_and_levels() -> None:
-    query = query_from_params({"q": "halo -blue", "level": "entity", "year_from": "1400", "artist": " Duccio "})
+    query = query_from_params(
+        {"q": "halo -blue", "level": "entity", "year_from": "1400", "artist": " Duccio "}
+    )
     assert (query.text, query.exclude, query.level) == ("halo", ("blue",), "entity")
     assert query.filters.year_from == 1400 and query.filters.artist == "Duccio"
 

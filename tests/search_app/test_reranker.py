@@ -26,9 +26,13 @@ def test_a_matching_region_and_its_words_outrank_a_near_whole_image() -> None:
         region_vectors=np.stack([unit([0, 1, 0, 0]), unit([0.95, 0.05, 0, 0])]),
         region_texts=["wall", "halo around the saint's head"],
     )
-    whole_image = RerankCandidate(id="2", text="Portrait", region_vectors=np.stack([unit([0.5, 0.5, 0.5, 0])]))
+    whole_image = RerankCandidate(
+        id="2", text="Portrait", region_vectors=np.stack([unit([0.5, 0.5, 0.5, 0])])
+    )
     nothing = RerankCandidate(id="3", text="Still life")
-    scores = OfflineReranker().score("a golden halo", [region_match, whole_image, nothing], query_vector=QUERY)
+    scores = OfflineReranker().score(
+        "a golden halo", [region_match, whole_image, nothing], query_vector=QUERY
+    )
     assert scores[0] > scores[1] > scores[2]
     assert all(0.0 <= s <= 1.0 for s in scores)
 
@@ -73,7 +77,10 @@ def test_rerank_run_reads_every_region_and_returns_the_best_one() -> None:
         query_vector=QUERY,
         model_key=MODEL_KEY,
         level="artworks",
-        candidates=[{"artwork_id": other.pk, "first_stage": 1.0}, {"artwork_id": artwork.pk, "first_stage": 0.5}],
+        candidates=[
+            {"artwork_id": other.pk, "first_stage": 1.0},
+            {"artwork_id": artwork.pk, "first_stage": 0.5},
+        ],
         reranker=OfflineReranker(),
     )
     assert result["scores"][str(artwork.pk)] > result["scores"][str(other.pk)]

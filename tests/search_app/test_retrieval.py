@@ -49,7 +49,9 @@ def test_hnsw_leg_with_a_minority_filter_still_fills_the_page(settings, many_art
     query = unit(centres[0])
     icons = SearchFilters(classification="Icon")
 
-    hits = vector_leg(vector=query, model_key=MODEL_KEY, target="artwork", kind="image", filters=icons, limit=24)
+    hits = vector_leg(
+        vector=query, model_key=MODEL_KEY, target="artwork", kind="image", filters=icons, limit=24
+    )
 
     by_id = {a.pk: a for a in artworks}
     assert len(hits) == 24, "40 icons exist: a filtered search must still return a full page"
@@ -60,7 +62,13 @@ def test_hnsw_leg_with_a_minority_filter_still_fills_the_page(settings, many_art
     # the partial index is used, the iterative scan fills the page, and without it the page comes back
     # short, which is the failure the settings above exist to prevent.
     built = vector_leg_sql(
-        vector=query, model_key=MODEL_KEY, target="artwork", kind="image", filters=icons, limit=24, exact=False
+        vector=query,
+        model_key=MODEL_KEY,
+        target="artwork",
+        kind="image",
+        filters=icons,
+        limit=24,
+        exact=False,
     )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_sort = off")
@@ -84,7 +92,9 @@ def test_exact_leg_matches_brute_force(settings, many_artworks) -> None:
     query = unit(centres[3] + 0.05)
     paintings = SearchFilters(classification="Painting")
 
-    hits = vector_leg(vector=query, model_key=MODEL_KEY, target="artwork", kind="image", filters=paintings, limit=10)
+    hits = vector_leg(
+        vector=query, model_key=MODEL_KEY, target="artwork", kind="image", filters=paintings, limit=10
+    )
 
     normed = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     sims = normed @ query
@@ -111,9 +121,14 @@ def test_detail_leg_filters_levels_and_keeps_the_best_region_per_artwork(setting
     )
     assert [h.detail_id for h in entity_hits] == [near.pk, other.pk, far.pk]  # the scene is not an entity
     fused = reciprocal_rank_fusion({"vector_details": entity_hits})
-    assert [(c.artwork_id, c.detail_id) for c in fused] == [(artwork.pk, near.pk), (other.artwork_id, other.pk)]
+    assert [(c.artwork_id, c.detail_id) for c in fused] == [
+        (artwork.pk, near.pk),
+        (other.artwork_id, other.pk),
+    ]
 
-    scene_hits = vector_leg(vector=target, model_key=MODEL_KEY, target="detail", kind="image", levels=("scene",), limit=10)
+    scene_hits = vector_leg(
+        vector=target, model_key=MODEL_KEY, target="detail", kind="image", levels=("scene",), limit=10
+    )
     assert [h.detail_id for h in scene_hits] == [scene.pk]
 
 
@@ -147,7 +162,9 @@ def test_iconclass_leg_expands_attributes_to_subjects() -> None:
     forget_catalogue_notations()
     jerome = ArtworkFactory(title="Untitled", iconclass=["11H(JEROME)"])
     magdalene = ArtworkFactory(title="Untitled", iconclass=["11HH(MARY MAGDALENE)"])
-    peter_detail = DetailFactory(artwork=ArtworkFactory(title="Untitled"), iconclass=["11H(PETER)"], level="group")
+    peter_detail = DetailFactory(
+        artwork=ArtworkFactory(title="Untitled"), iconclass=["11H(PETER)"], level="group"
+    )
 
     notations = expand_query("a saint with a lion and a skull")
     assert notations and notations[0][0] == "11H(JEROME)"

@@ -23,7 +23,9 @@ def test_bad_input_is_a_400_with_a_reason(client) -> None:  # type: ignore[no-un
 
 
 @pytest.mark.django_db
-def test_a_search_answers_in_json_with_regions_scores_and_paging(client, fake_models, clean_cache, settings) -> None:  # type: ignore[no-untyped-def]
+def test_a_search_answers_in_json_with_regions_scores_and_paging(
+    client, fake_models, clean_cache, settings
+) -> None:  # type: ignore[no-untyped-def]
     settings.SEARCH = {**settings.SEARCH, "rerank_timeout_s": 0.3}
     remember_text_vector("halo", unit([1, 0, 0, 0]), model_key=MODEL_KEY)
     for i in range(3):
@@ -48,7 +50,8 @@ def test_the_web_process_imports_no_model_runtime() -> None:
         "from search_app import pipeline, search_json, query_encoding\n"
         "from workers.inference.base import ModelLoadError\n"
         "try:\n    query_encoding.embedder_model_key()\nexcept ModelLoadError:\n    pass\n"
-        "print(sorted(m for m in ('torch', 'onnxruntime', 'transformers', 'cv2', 'ai_edge_litert') if m in sys.modules))"
+        "runtimes = ('torch', 'onnxruntime', 'transformers', 'cv2', 'ai_edge_litert')\n"
+        "print(sorted(m for m in runtimes if m in sys.modules))"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "semart_site.settings.test"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)

@@ -27,7 +27,9 @@ class Command(BaseCommand):
         parser.add_argument("--metadata", type=Path, help="metadata.csv (default: beside --queries)")
         parser.add_argument("--level", choices=LEVELS, default="artworks")
         parser.add_argument("--json", type=Path, dest="json_out", help="write rankings and metrics here")
-        parser.add_argument("--depth", type=int, default=100, help="ranking depth (the candidate count follows)")
+        parser.add_argument(
+            "--depth", type=int, default=100, help="ranking depth (the candidate count follows)"
+        )
         parser.add_argument("--no-rerank", action="store_true")
         parser.add_argument("--alpha", type=float, help="rerank weight (default: settings.SEARCH['alpha'])")
         parser.add_argument("--no-iconclass", action="store_true", help="without the ICONCLASS expansion leg")
@@ -75,7 +77,9 @@ class Command(BaseCommand):
             base_query=base,
             catalogue_ids=catalogue_ids,
             train_ids=train_ids,
-            progress=lambda qid: self.stderr.write(f"  {qid}", ending="\n") if options["verbosity"] > 1 else None,
+            progress=lambda qid: (
+                self.stderr.write(f"  {qid}", ending="\n") if options["verbosity"] > 1 else None
+            ),
         )
         result["settings"] = {
             "embedder": embedder.model_key,
@@ -88,7 +92,9 @@ class Command(BaseCommand):
             "train_ids": len(train_ids),
         }
         degraded = sorted({q["degraded"] for q in result["queries"] if q["degraded"]})
-        self.stdout.write(f"embedder {embedder.model_key}; {len(train_ids)} training images left out of the headline")
+        self.stdout.write(
+            f"embedder {embedder.model_key}; {len(train_ids)} training images left out of the headline"
+        )
         for split, title in (("held_out", "HELD-OUT images (headline)"), ("all", "ALL images")):
             self.stdout.write(f"\n{title}: mean [95% bootstrap CI] r<random baseline>")
             self.stdout.write(format_summary(result["metrics"][split]))

@@ -43,5 +43,7 @@ class Command(BaseCommand):
             with connection.cursor() as cursor:
                 cursor.execute(f"SELECT DISTINCT model_key, kind, dim FROM {table}")
                 for model_key, kind, dim in cursor.fetchall():
-                    out.append(faiss_index.get_index(target=target, model_key=model_key, kind=kind, dim=int(dim)))
+                    out.append(
+                        faiss_index.get_index(target=target, model_key=model_key, kind=kind, dim=int(dim))
+                    )
         return out

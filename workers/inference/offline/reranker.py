@@ -20,7 +20,10 @@ import numpy as np
 from workers.inference.base import RerankCandidate, Reranker
 
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
-_STOP = frozenset("a an and the of in on with his her their its by to at from for or as is are".split())
+_STOP = frozenset(
+    ["a", "an", "and", "the", "of", "in", "on", "with", "his", "her", "their", "its", "by", "to"]
+    + ["at", "from", "for", "or", "as", "is", "are"]
+)
 
 
 def _words(text: str) -> set[str]:
@@ -59,19 +62,25 @@ class OfflineReranker(Reranker):
     def _word_score(query_words: set[str], candidate: RerankCandidate) -> float:
         if not query_words:
             return 0.0
-        regions = set().union(*(_words(t) for t in candidate.region_texts)) if candidate.region_texts else set()
+        regions = (
+            set().union(*(_words(t) for t in candidate.region_texts)) if candidate.region_texts else set()
+        )
         found = regions | _words(candidate.text)
         # A word seen in a region counts fully, one only in the artwork's texts a little less.
         hits = sum(1.0 if w in regions else 0.75 for w in query_words if w in found)
         return hits / len(query_words)
 
-    def _score(self, query: str, batch: list[RerankCandidate], *, query_vector: np.ndarray | None) -> list[float]:
+    def _score(
+        self, query: str, batch: list[RerankCandidate], *, query_vector: np.ndarray | None
+    ) -> list[float]:
         query_words = _words(query)
         w = self.weights
         scores = []
         for cand in batch:
             evidence = cand.evidence
-            lexical = min(1.0, float(evidence.get("lexical", 0.0)) * 5.0)  # ts_rank_cd of a good match ~0.1-0.3
+            lexical = min(
+                1.0, float(evidence.get("lexical", 0.0)) * 5.0
+            )  # ts_rank_cd of a good match ~0.1-0.3
             iconclass = float(evidence.get("iconclass", 0.0))
             parts = {
                 "regions": self._region_score(cand, query_vector),
