@@ -314,6 +314,37 @@ def fit(
     return FitResult(head=head, history=history)
 
 
+def fit_low_rank(head: ProjectionHead, examples: Examples, *, rank: int | None, **options: Any) -> FitResult:
+    """``fit`` inside the top ``rank`` principal directions of the standardised features.
+
+    With ~300 pictures the full 1280 x 384 map memorises the training crops (held-out loss rises while
+    training loss falls); restricting its input to the main directions of variation generalises better.
+    The result is still one 1280 x 384 matrix (basis @ reduced weight), so the head file does not change."""
+    x = (examples.features - head.feature_mean) / head.feature_scale
+    if rank is None or rank >= x.shape[1] or len(x) <= rank:
+        return fit(head, examples, **options)
+    _, vectors = np.linalg.eigh((x.T @ x).astype(np.float64))
+    basis = vectors[:, ::-1][:, :rank].astype(np.float32)  # (1280, rank), largest variance first
+    reduced = Examples(
+        features=x @ basis, targets=examples.targets, mask=examples.mask, image_ids=examples.image_ids, kinds=examples.kinds
+    )
+    rng = np.random.default_rng(options.get("seed", 0))
+    small = ProjectionHead(
+        weight=rng.normal(0, 1 / np.sqrt(rank), size=(rank, TEXT_DIM)).astype(np.float32),
+        feature_mean=np.zeros(rank, np.float32),
+        feature_scale=np.ones(rank, np.float32),
+        phrases=head.phrases,
+        phrase_embeddings=head.phrase_embeddings,
+        detector_labels=head.detector_labels,
+        scale=head.scale,
+        bias=head.bias,
+    )
+    result = fit(small, reduced, **options)
+    head.weight = (basis @ small.weight).astype(np.float32)
+    head.scale, head.bias = small.scale, small.bias
+    return FitResult(head=head, history=result.history)
+
+
 @dataclass
 class TrainingRun:
     head: ProjectionHead
@@ -327,13 +358,15 @@ def train_head(
     include_reviewed: bool = False,
     cache_dir: Path | None = None,
     steps: int = 100,
+    rank: int | None = 64,
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> TrainingRun:
     """Train on art-dev's non-held-out pictures (plus reviewed details); measure on the held-out ones."""
     pictures = read_art_dev(dataset)
-    if limit is not None:
-        pictures = pictures[:limit]
+    if limit is not None and limit < len(pictures):
+        # Spread over the file: art-dev lists paintings first and annotated icons later.
+        pictures = [pictures[int(i * len(pictures) / limit)] for i in range(limit)]
     train = [p for p in pictures if not is_held_out(p.id, holdout)]
     held = [p for p in pictures if is_held_out(p.id, holdout)]
     reviewed = read_reviewed_details() if include_reviewed else []
@@ -343,7 +376,7 @@ def train_head(
     held_examples = build_examples(held, phrases, cache_dir=cache_dir, progress=progress)
     head = initial_head(phrases, embeddings, detector, train_examples.features)
     untrained_loss = evaluate_loss(head, held_examples) if held else float("nan")
-    result = fit(head, train_examples, steps=steps)
+    result = fit_low_rank(head, train_examples, rank=rank, steps=steps)
     head.train_ids = [p.id for p in train + reviewed]
     metrics: dict[str, Any] = {
         "train_pictures": len(train),
@@ -367,6 +400,7 @@ def train_head(
         "holdout": holdout,
         "include_reviewed": include_reviewed,
         "steps": steps,
+        "rank": rank,
         "metrics": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()},
     }
     return TrainingRun(head=head, metrics=metrics)

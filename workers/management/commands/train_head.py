@@ -36,7 +36,7 @@ class Command(BaseCommand):
             "--include-reviewed", action="store_true", help="Also learn from approved/corrected details."
         )
         parser.add_argument("--steps", type=int, default=None, help="Optimiser steps (default: training.py's).")
-        parser.add_argument("--limit", type=int, default=None, help="Use only the first N pictures (quick runs).")
+        parser.add_argument("--limit", type=int, default=None, help="Use only N pictures, spread over the dataset (quick runs).")
         parser.add_argument(
             "--evaluate", action="store_true", help="Also measure text -> picture nDCG@10 on the held-out pictures."
         )
@@ -45,10 +45,10 @@ class Command(BaseCommand):
         from workers.inference.offline.training import train_head
 
         dataset: Path = options["dataset"]
-        if not (dataset / "metadata.jsonl").is_file():
-            raise CommandError(f"{dataset} has no metadata.jsonl")
         if not 0.0 <= options["holdout"] < 1.0:
             raise CommandError("--holdout must be in [0, 1)")
+        if not (dataset / "metadata.jsonl").is_file():
+            raise CommandError(f"{dataset} has no metadata.jsonl")
         out: Path = options["out"] or Path(settings.SEMART_MODEL_DIR) / LOCAL_HEAD_NAME
         extra = {"steps": options["steps"]} if options["steps"] else {}
 
