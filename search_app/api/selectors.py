@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from datetime import datetime
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import QuerySet
 
 from collections_app.models import Artwork, Detail, ProcessingStatus, ProcessingStep, Stage
 
@@ -45,10 +45,6 @@ def artwork_steps(*, artwork: Artwork) -> list[ProcessingStep]:
 
 def artwork_processing_done(*, artwork: Artwork) -> bool:
     return artwork.status in (ProcessingStatus.PROCESSED, ProcessingStatus.FAILED)
-
-
-def artworks_with_visible_details() -> QuerySet[Artwork]:
-    return Artwork.objects.prefetch_related(Prefetch("details", queryset=Detail.objects.visible()))
 
 
 class NoImageToCrop(Exception):

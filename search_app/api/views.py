@@ -29,7 +29,6 @@ from collections_app.services import ArtworkData, artwork_upsert
 from search_app.api import selectors
 from search_app.api import serializers as s
 from search_app.api.authentication import ApiKeyAuthentication
-from search_app.api.errors import error_body
 from search_app.api.health import health_report
 from search_app.api.iconclass_search import iconclass_search
 from search_app.api.pagination import ArtworkCursorPagination
@@ -452,5 +451,3 @@ class HealthView(APIView):
         report, serving = health_report()
         return Response(report, status=status.HTTP_200_OK if serving else status.HTTP_503_SERVICE_UNAVAILABLE)
 
-
-__all__ = ["error_body"]

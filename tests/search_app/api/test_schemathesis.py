@@ -14,11 +14,12 @@ from search_app.api.services import api_key_create
 from tests.factories import ArtworkFactory, DetailFactory
 
 
-@pytest.fixture
-def api_key(transactional_db, settings, fake_models, clean_cache) -> str:  # type: ignore[no-untyped-def]
+@pytest.fixture(params=["read", "write"])
+def api_key(request, transactional_db, settings, fake_models, clean_cache) -> str:  # type: ignore[no-untyped-def]
+    """Once with a read key (generated writes must be refused, in the documented shape) and once with a write
+    key (generated artworks are created, changed and deleted for real)."""
     settings.SEARCH = {**settings.SEARCH, "encode_timeout_s": 0.2, "rerank_timeout_s": 0.2}
-    # A read key: generated writes must be refused in schema, not carried out on the seeded rows.
-    return api_key_create(name="schemathesis", scopes=["read"])[1]
+    return api_key_create(name="schemathesis", scopes=[request.param])[1]
 
 
 @pytest.fixture
