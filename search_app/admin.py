@@ -14,7 +14,9 @@ from search_app.models import ApiKey, ApiScope
 
 class ApiKeyForm(forms.ModelForm):
     scopes = forms.TypedMultipleChoiceField(
-        choices=ApiScope.choices, widget=forms.CheckboxSelectMultiple, initial=[ApiScope.READ],
+        choices=ApiScope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        initial=[ApiScope.READ],
         help_text="Write lets the key add, change and delete artworks; it includes read.",
     )
 

@@ -32,7 +32,10 @@ class ApiKey(models.Model):
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     hashed_key = models.CharField(max_length=64, unique=True, editable=False)
     scopes = ArrayField(
-        models.CharField(max_length=10, choices=ApiScope.choices), default=list, blank=True, size=len(ApiScope)
+        models.CharField(max_length=10, choices=ApiScope.choices),
+        default=list,
+        blank=True,
+        size=len(ApiScope),
     )
     rate = models.CharField(
         max_length=40, blank=True, validators=[validate_rate], help_text="e.g. 1000/hour; empty: the default."

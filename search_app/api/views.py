@@ -450,4 +450,3 @@ class HealthView(APIView):
     def get(self, request: Request) -> Response:
         report, serving = health_report()
         return Response(report, status=status.HTTP_200_OK if serving else status.HTTP_503_SERVICE_UNAVAILABLE)
-
