@@ -315,6 +315,22 @@ def test_clip_regions_are_embedded_as_crops(clip) -> None:  # type: ignore[no-un
     assert not np.allclose(regions[0], regions[1])
 
 
+def test_checkpoint_missing_weights_is_a_model_load_error_not_a_random_model(clip_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from workers.inference.production.clip import ClipEmbedder
+
+    broken = tmp_path / "clip-without-text-projection"
+    shutil.copytree(clip_dir, broken)
+    weights = load_file(broken / "model.safetensors")
+    del weights["text_projection.weight"]
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match="text_projection.weight"):
+        ClipEmbedder(device="cpu", checkpoint=str(broken)).load()
+
+
 def test_registry_loads_clip_from_its_environment_variable(monkeypatch, clip_dir, settings) -> None:  # type: ignore[no-untyped-def]
     from workers.inference.registry import get_model
 

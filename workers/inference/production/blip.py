@@ -10,6 +10,7 @@ from workers.inference.production.checkpoints import (
     batches,
     checkpoint_version,
     from_pretrained,
+    model_from_pretrained,
     options_from_env,
     resolve_checkpoint,
     torch_device_and_dtype,
@@ -49,7 +50,7 @@ class BlipCaptioner(Captioner):
         from transformers import AutoImageProcessor, AutoTokenizer, BlipForConditionalGeneration
 
         self.torch_device, self.torch_dtype = torch_device_and_dtype(self.device_preference)
-        model = from_pretrained(BlipForConditionalGeneration, self.checkpoint, dtype=self.torch_dtype)
+        model = model_from_pretrained(BlipForConditionalGeneration, self.checkpoint, dtype=self.torch_dtype)
         self.model = model.to(self.torch_device).eval()
         self.tokenizer = from_pretrained(AutoTokenizer, self.checkpoint)
         self.image_processor = from_pretrained(AutoImageProcessor, self.checkpoint)

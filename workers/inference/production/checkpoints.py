@@ -80,6 +80,21 @@ def from_pretrained(loader: Any, checkpoint: str, **kwargs: Any) -> Any:
         ) from error
 
 
+def model_from_pretrained(model_class: Any, checkpoint: str, **kwargs: Any) -> Any:
+    """A model whose every weight came from the checkpoint. transformers only warns about weights it had to
+    initialise at random (a checkpoint of another architecture, a renamed layer), and such a model returns
+    confident nonsense; here that is a :class:`ModelLoadError`."""
+    try:
+        model, info = model_class.from_pretrained(checkpoint, output_loading_info=True, **kwargs)
+    except (OSError, ValueError, KeyError, ImportError) as error:
+        raise ModelLoadError(f"cannot load {model_class.__name__} from {checkpoint!r}: {error}") from error
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ModelLoadError(f"{checkpoint!r} has no weights for {model_class.__name__}'s {shown}")
+    return model
+
+
 def batches(items: Sequence[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), max(1, size)):
         yield list(items[start : start + size])

@@ -15,6 +15,7 @@ from workers.inference.production.checkpoints import (
     batches,
     checkpoint_version,
     from_pretrained,
+    model_from_pretrained,
     options_from_env,
     resolve_checkpoint,
     torch_device_and_dtype,
@@ -49,7 +50,7 @@ class _DualEncoderEmbedder(Embedder):
 
         self.torch_device, self.torch_dtype = torch_device_and_dtype(self.device_preference)
         model_class = getattr(transformers, self.model_class_name)
-        model = from_pretrained(model_class, self.checkpoint, dtype=self.torch_dtype)
+        model = model_from_pretrained(model_class, self.checkpoint, dtype=self.torch_dtype)
         self.model = model.to(self.torch_device).eval()
         self.tokenizer = from_pretrained(AutoTokenizer, self.checkpoint)
         self.image_processor = from_pretrained(AutoImageProcessor, self.checkpoint)

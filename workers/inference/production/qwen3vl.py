@@ -27,6 +27,7 @@ from workers.inference.production.checkpoints import (
     batches,
     checkpoint_version,
     from_pretrained,
+    model_from_pretrained,
     options_from_env,
     resolve_checkpoint,
     torch_device_and_dtype,
@@ -94,7 +95,7 @@ class _Qwen3VLBackend:
         from transformers import AutoImageProcessor, AutoTokenizer
 
         self.torch_device, self.torch_dtype = torch_device_and_dtype(self.device_preference)
-        model = from_pretrained(
+        model = model_from_pretrained(
             getattr(transformers, model_class_name), self.checkpoint, dtype=self.torch_dtype
         )
         self.model = model.to(self.torch_device).eval()

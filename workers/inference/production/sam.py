@@ -19,6 +19,7 @@ from workers.inference.base import Detector, Region
 from workers.inference.production.checkpoints import (
     checkpoint_version,
     from_pretrained,
+    model_from_pretrained,
     options_from_env,
     resolve_checkpoint,
     torch_device_and_dtype,
@@ -66,7 +67,7 @@ class SamDetector(Detector):
         from transformers import SamModel, SamProcessor
 
         self.torch_device, self.torch_dtype = torch_device_and_dtype(self.device_preference)
-        model = from_pretrained(SamModel, self.checkpoint, dtype=self.torch_dtype)
+        model = model_from_pretrained(SamModel, self.checkpoint, dtype=self.torch_dtype)
         self.model = model.to(self.torch_device).eval()
         self.processor = from_pretrained(SamProcessor, self.checkpoint)
 
