@@ -357,8 +357,8 @@ def train_head(
     holdout: float = 0.3,
     include_reviewed: bool = False,
     cache_dir: Path | None = None,
-    steps: int = 100,
-    rank: int | None = 64,
+    steps: int = 200,
+    rank: int | None = 128,
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> TrainingRun:
