@@ -31,3 +31,12 @@ def test_text_to_notations_ranks_the_general_subject_first(api):
 def test_text_search_needs_words_and_finds_nothing_for_nonsense(api):
     assert_error(api.get("/api/v1/iconclass/"), 400, "invalid")
     assert api.get("/api/v1/iconclass/?q=qwxzvbnm").json()["results"] == []
+
+
+def test_stop_words_alone_find_nothing_and_do_not_narrow(api):
+    assert api.get("/api/v1/iconclass/?q=the a of").json()["results"] == []
+    with_stop = [
+        r["notation"] for r in api.get("/api/v1/iconclass/?q=Jerome with the lion&limit=5").json()["results"]
+    ]
+    without = [r["notation"] for r in api.get("/api/v1/iconclass/?q=Jerome lion&limit=5").json()["results"]]
+    assert with_stop == without and with_stop
