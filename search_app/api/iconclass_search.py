@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from collections_app.iconography import _iconclass, subject
 
 _WORD = re.compile(r"[\w']+")
-_STOPWORDS = frozenset(["an", "and", "as", "at", "by", "for", "from", "in", "into", "is", "of", "on", "or", "the", "to", "with"])
+_STOPWORDS = frozenset(
+    ["an", "and", "as", "at", "by", "for", "from", "in", "into", "is", "of", "on", "or", "the", "to", "with"]
+)
 
 
 @dataclass(frozen=True)
