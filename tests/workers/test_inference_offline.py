@@ -63,7 +63,13 @@ def test_text_embeddings_are_normalised_384d_and_deterministic(embedder: Offline
 
 def test_related_phrases_are_closer_than_unrelated_ones(embedder: OfflineEmbedder) -> None:
     halo, aura, horse, lion, big_cat = embedder.embed_texts(
-        ["a halo around the saint's head", "a golden aura of light around a head", "a horse", "a lion", "a big cat"]
+        [
+            "a halo around the saint's head",
+            "a golden aura of light around a head",
+            "a horse",
+            "a lion",
+            "a big cat",
+        ]
     )
     assert halo @ aura > halo @ horse
     assert lion @ big_cat > lion @ aura
@@ -80,9 +86,11 @@ def test_image_embeddings_are_normalised(embedder: OfflineEmbedder, art_dev: Pat
 
 
 def test_region_over_a_halo_scores_halo_higher_than_regions_without_one(
-    embedder: OfflineEmbedder, art_dev: Path, art_dev_rows: dict[str, dict]  # type: ignore[type-arg]
+    embedder: OfflineEmbedder,
+    art_dev: Path,
+    art_dev_rows: dict[str, dict],  # type: ignore[type-arg]
 ) -> None:
-    """On held-out pictures: the labelled halo box scores "halo" above same-sized windows with no halo in them."""
+    """Held-out pictures: the labelled halo box scores "halo" above same-sized windows with no halo."""
     head = embedder.head
     halo = head.phrases.index("halo")
     trained = set(head.train_ids)
@@ -90,7 +98,9 @@ def test_region_over_a_halo_scores_halo_higher_than_regions_without_one(
         row
         for image_id, row in sorted(art_dev_rows.items())
         if image_id not in trained
-        and any(b["label"] == "aura" and 0.01 <= b["bbox_rel"][2] * b["bbox_rel"][3] <= 0.3 for b in row["boxes"])
+        and any(
+            b["label"] == "aura" and 0.01 <= b["bbox_rel"][2] * b["bbox_rel"][3] <= 0.3 for b in row["boxes"]
+        )
     ][:6]
     assert len(picked) >= 4, "art-dev should have held-out pictures with a labelled halo"
     on_halo, elsewhere = [], []
@@ -156,7 +166,9 @@ def test_detector_returns_valid_labelled_regions(detector: OfflineDetector, art_
 
 
 def test_detector_finds_more_in_a_crowded_picture_than_in_a_single_figure(
-    detector: OfflineDetector, art_dev: Path, art_dev_rows: dict[str, dict]  # type: ignore[type-arg]
+    detector: OfflineDetector,
+    art_dev: Path,
+    art_dev_rows: dict[str, dict],  # type: ignore[type-arg]
 ) -> None:
     # A0319: an icon with 179 labelled boxes; A0003 and A0334: a single figure (0 and 1 boxes).
     assert art_dev_rows["A0319"]["n_boxes"] > 100
@@ -192,7 +204,10 @@ def test_composed_captions_use_the_context_and_say_where() -> None:
         None,  # type: ignore[arg-type]  # the composed captioner does not look at the picture
         [
             CaptionRequest(
-                box=(0.0, 0.0, 0.3, 0.3), label="angel", level="entity", context="an angel holding a lily, left of a dove"
+                box=(0.0, 0.0, 0.3, 0.3),
+                label="angel",
+                level="entity",
+                context="an angel holding a lily, left of a dove",
             ),
             CaptionRequest(box=(0.7, 0.4, 0.2, 0.2), label="orb", level="entity"),
             CaptionRequest(box=(0.0, 0.0, 1.0, 1.0), label="", level="scene", context="the whole picture"),

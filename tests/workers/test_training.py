@@ -12,10 +12,11 @@ import pytest
 from django.core.files import File
 from django.core.management import CommandError, call_command
 
-from collections_app.models import ReviewState
+from collections_app.models import Artwork, ReviewState
 from tests.factories import ArtworkFactory, DetailFactory
 from workers.inference.offline.embedder import OfflineEmbedder
 from workers.inference.offline.head import ProjectionHead
+from workers.inference.offline.text import get_encoder
 from workers.inference.offline.training import (
     build_examples,
     evaluate_loss,
@@ -26,7 +27,6 @@ from workers.inference.offline.training import (
     read_reviewed_details,
     train_head,
 )
-from workers.inference.offline.text import get_encoder
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +84,16 @@ def test_a_trained_head_saves_loads_and_drives_the_embedder(
 
 @pytest.mark.django_db
 def test_reviewed_details_become_training_pictures(art_dev: Path, feature_cache: Path) -> None:
-    artwork = ArtworkFactory()
+    artwork: Artwork = ArtworkFactory()  # type: ignore[assignment]  # factory_boy is untyped
     with (art_dev / "images" / "A0333.jpg").open("rb") as handle:
         artwork.image.save("A0333.jpg", File(handle))
     for i, state in enumerate([ReviewState.APPROVED, ReviewState.CORRECTED, ReviewState.APPROVED]):
         DetailFactory(artwork=artwork, label="unicorn", review_state=state, x=0.1 * i, y=0.1, w=0.3, h=0.3)
     DetailFactory(artwork=artwork, label="dragon", review_state=ReviewState.UNREVIEWED)
     DetailFactory(artwork=artwork, label="dragon", review_state=ReviewState.HIDDEN)
-    DetailFactory(artwork=ArtworkFactory(), label="lily", review_state=ReviewState.APPROVED)  # no image: skipped
+    DetailFactory(
+        artwork=ArtworkFactory(), label="lily", review_state=ReviewState.APPROVED
+    )  # no image: skipped
 
     pictures = read_reviewed_details()
     assert [p.id for p in pictures] == [f"artwork:{artwork.pk}"]
@@ -108,7 +110,16 @@ def test_train_head_command_writes_a_head_and_reports(art_dev: Path, tmp_path: P
     out = tmp_path / "head.npz"
     stdout = StringIO()
     call_command(
-        "train_head", "--dataset", str(art_dev), "--limit", "15", "--steps", "5", "--out", str(out), stdout=stdout,
+        "train_head",
+        "--dataset",
+        str(art_dev),
+        "--limit",
+        "15",
+        "--steps",
+        "5",
+        "--out",
+        str(out),
+        stdout=stdout,
         stderr=StringIO(),
     )
     report = json.loads(stdout.getvalue())

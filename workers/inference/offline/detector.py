@@ -47,7 +47,8 @@ COCO_LABELS: dict[int, str] = {
 # pictures (a halo read as a "clock", a panel as a "tv"); keep people, animals and timeless objects.
 ART_PLAUSIBLE_COCO = {
     "person", "boat", "bench", "bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra",
-    "giraffe", "umbrella", "bottle", "wine glass", "cup", "knife", "spoon", "bowl", "apple", "orange", "chair",
+    "giraffe", "umbrella", "bottle", "wine glass", "cup", "knife", "spoon", "bowl", "apple", "orange",
+    "chair",
     "bed", "dining table", "book", "vase", "potted plant", "banana", "cake", "scissors",
 }  # fmt: skip
 
@@ -128,7 +129,10 @@ class OfflineDetector(Detector):
         except ImportError as exc:
             raise ModelLoadError(f"the offline detector needs opencv-python-headless: {exc}") from exc
         folder = models_dir()
-        graph, config = folder / "frozen_inference_graph.pb", folder / "ssd_mobilenet_v2_coco_2018_03_29.pbtxt"
+        graph, config = (
+            folder / "frozen_inference_graph.pb",
+            folder / "ssd_mobilenet_v2_coco_2018_03_29.pbtxt",
+        )
         if not graph.is_file() or not config.is_file():
             raise ModelLoadError(f"SSD-MobileNet-v2 COCO files not found in {folder}")
         self._net = cv2.dnn.readNetFromTensorflow(str(graph), str(config))

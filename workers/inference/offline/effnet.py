@@ -53,7 +53,7 @@ class DenseGrid:
         return self.maps[1].mean(axis=(0, 1))
 
     def pool(self, box: Box) -> np.ndarray:
-        """The mean feature of the cells inside ``box``, on the tiling whose tile size is nearest the box's."""
+        """The mean feature of the cells inside ``box``, on the tiling whose tiles are nearest its size."""
         x, y, w, h = box
         side = max(np.sqrt(max(w, 1e-6) * max(h, 1e-6)), 1e-3)
         level = min(LEVELS, key=lambda k: abs(np.log(side) - np.log(1.0 / k)))
@@ -108,7 +108,9 @@ class EffNet:
                 and tuple(d["shape"]) == (1, GRID_SIDE, GRID_SIDE, FEATURE_DIM)
             ]
             if len(maps) != 1:
-                raise ModelLoadError("unexpected EfficientNet-lite3 graph: no single 9x9x1280 head feature map")
+                raise ModelLoadError(
+                    "unexpected EfficientNet-lite3 graph: no single 9x9x1280 head feature map"
+                )
             self._map = maps[0]
             self._input = interpreter.get_input_details()[0]
             self._output = interpreter.get_output_details()[0]
@@ -149,7 +151,9 @@ class EffNet:
                         )
                     )
                     fmap, tile_probs = self._run(_pixels(tile))
-                    grid[row * GRID_SIDE : (row + 1) * GRID_SIDE, col * GRID_SIDE : (col + 1) * GRID_SIDE] = fmap
+                    grid[row * GRID_SIDE : (row + 1) * GRID_SIDE, col * GRID_SIDE : (col + 1) * GRID_SIDE] = (
+                        fmap
+                    )
                     if level == 1:
                         probs = tile_probs
             maps[level] = grid

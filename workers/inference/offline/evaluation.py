@@ -54,10 +54,12 @@ def search_ndcg(
     annotated = {p.id for p in pictures if p.boxes}
     relevant: dict[str, set[str]] = {}
     for line in (dataset / "qrels.tsv").read_text().splitlines()[1:]:
-        qid, image_id, rel = line.split("\t")
-        if int(rel) > 0:
+        qid, image_id, judgement = line.split("\t")
+        if int(judgement) > 0:
             relevant.setdefault(qid, set()).add(image_id)
-    queries = [json.loads(line) for line in (dataset / "queries.jsonl").read_text().splitlines() if line.strip()]
+    queries = [
+        json.loads(line) for line in (dataset / "queries.jsonl").read_text().splitlines() if line.strip()
+    ]
     query_vectors = get_encoder().encode([q["query"] for q in queries])
     rng = np.random.default_rng(seed)
     results = []

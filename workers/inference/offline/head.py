@@ -75,7 +75,9 @@ class ProjectionHead:
     @classmethod
     def load(cls, path: Path) -> ProjectionHead:
         if not path.is_file():
-            raise ModelLoadError(f"projection head not found at {path}; train one with `manage.py train_head`")
+            raise ModelLoadError(
+                f"projection head not found at {path}; train one with `manage.py train_head`"
+            )
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["metadata"]))

