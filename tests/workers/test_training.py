@@ -15,7 +15,8 @@ from django.core.management import CommandError, call_command
 from collections_app.models import Artwork, ReviewState
 from tests.factories import ArtworkFactory, DetailFactory
 from workers.inference.offline.embedder import OfflineEmbedder
-from workers.inference.offline.head import ProjectionHead
+from workers.inference.offline.evaluation import ndcg_at, search_ndcg, summarise
+from workers.inference.offline.head import DEFAULT_HEAD, ProjectionHead
 from workers.inference.offline.text import get_encoder
 from workers.inference.offline.training import (
     build_examples,
@@ -133,3 +134,22 @@ def test_train_head_command_rejects_bad_input(tmp_path: Path) -> None:
         call_command("train_head", "--dataset", str(tmp_path))
     with pytest.raises(CommandError, match="holdout"):
         call_command("train_head", "--dataset", str(tmp_path.parent), "--holdout", "1.5")
+
+
+def test_ndcg_at_ten() -> None:
+    assert ndcg_at(np.array([1.0, 0.0, 0.0]), 1) == pytest.approx(1.0)
+    assert ndcg_at(np.array([0.0, 1.0, 0.0]), 1) == pytest.approx(1 / np.log2(3))
+    assert ndcg_at(np.array([0.0] * 10 + [1.0]), 1) == 0.0
+    assert ndcg_at(np.array([1.0, 0.0, 1.0]), 2) == pytest.approx((1 + 1 / 2) / (1 + 1 / np.log2(3)))
+
+
+def test_search_evaluation_uses_only_pictures_the_head_never_saw(art_dev: Path, feature_cache: Path) -> None:
+    head = ProjectionHead.load(DEFAULT_HEAD)
+    pictures = read_art_dev(art_dev)
+    unseen = [p.id for p in pictures if p.id not in set(head.train_ids) and p.boxes][:8]
+    head.train_ids = [p.id for p in pictures if p.id not in unseen]  # evaluate on 8 held-out pictures only
+    results = search_ndcg(head, art_dev, cache_dir=feature_cache)
+    assert results and all(0.0 <= r.ndcg <= 1.0 and 0.0 < r.random_ndcg <= 1.0 for r in results)
+    assert all(r.pool <= len(unseen) and r.n_relevant >= 1 for r in results)
+    summary = summarise(results)
+    assert set(summary) <= {"detail", "iconography"} and summary

@@ -45,8 +45,24 @@ def _picture_vectors(head: ProjectionHead, picture: Picture, cache_dir: Path | N
     return head.project(region_features(picture, regions, cache_dir))
 
 
+def routed_scores(
+    head: ProjectionHead, query: np.ndarray, regions: np.ndarray, *, temperature: float = 20.0
+) -> float:
+    """FINDINGS.md's "routed" score: the query picks label phrases (softmax over its cosines with them) and
+    a picture scores the chosen labels' probabilities, averaged over its 3 best regions."""
+    weights = np.exp(temperature * (head.phrase_embeddings @ query))
+    weights /= weights.sum()
+    per_region = head.label_scores(regions) @ weights
+    return float(np.sort(per_region)[-3:].mean())
+
+
 def search_ndcg(
-    head: ProjectionHead, dataset: Path, *, cache_dir: Path | None = None, seed: int = 0
+    head: ProjectionHead,
+    dataset: Path,
+    *,
+    cache_dir: Path | None = None,
+    seed: int = 0,
+    routed: bool = False,
 ) -> list[QueryResult]:
     trained = set(head.train_ids)
     pictures = [p for p in read_art_dev(dataset) if p.id not in trained]
@@ -68,7 +84,10 @@ def search_ndcg(
         rel = np.array([pid in relevant.get(query["qid"], set()) for pid in pool], dtype=float)
         if rel.sum() == 0:
             continue
-        scores = np.array([float((vectors[pid] @ qv).max()) for pid in pool])
+        if routed:
+            scores = np.array([routed_scores(head, qv, vectors[pid]) for pid in pool])
+        else:
+            scores = np.array([float((vectors[pid] @ qv).max()) for pid in pool])
         ranked = rel[np.argsort(-scores, kind="stable")]
         random = np.mean([ndcg_at(rng.permutation(rel), int(rel.sum())) for _ in range(200)])
         results.append(
