@@ -17,6 +17,7 @@ user turn with the generation prompt opened.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
+_CONTROL_TOKEN = re.compile(r"<\|[a-z_]+\|>")
 QUERY_INSTRUCTION = "Retrieve images or text relevant to the user's query."
 DOCUMENT_INSTRUCTION = "Represent the user's input."
 RERANK_SYSTEM = (
@@ -135,7 +137,9 @@ class _Qwen3VLBackend:
         return inputs
 
     def _clip_text(self, text: str) -> str:
-        return text[: self.max_text_chars]
+        # Catalogue text is data, not markup: a "<|im_end|>" or "<|image_pad|>" in a title would end the turn
+        # or ask for a picture that is not there, so control tokens are removed before the text is placed.
+        return _CONTROL_TOKEN.sub("", text)[: self.max_text_chars]
 
 
 def _expand_image_tokens(prompts: list[str], counts: list[int]) -> list[str]:
