@@ -49,7 +49,9 @@ class StageTask(Task):
     reject_on_worker_lost = True
     stage: str = ""
 
-    def run_stage(self, service: Callable[..., str], *, artwork_id: int, force: bool) -> str:
+    def run_stage(
+        self, service: Callable[..., str], *, artwork_id: int, force: bool, finalise: bool = False
+    ) -> str:
         stage = self.stage
         try:
             if not Artwork.objects.filter(pk=artwork_id).exists():
@@ -58,6 +60,10 @@ class StageTask(Task):
             step_begin(artwork_id=artwork_id, stage=stage, task_id=self.request.id or "")
             version = service(artwork_id=artwork_id, force=force)
             step_finish(artwork_id=artwork_id, stage=stage, model_version=version)
+            if finalise:
+                # The chain's last stage sets the artwork's status itself: a separate task would wait behind
+                # every other artwork's work on its queue, and the artwork would look unfinished meanwhile.
+                artwork_finalise(artwork_id=artwork_id)
             return version
         except (Ignore, Retry):
             raise
@@ -111,33 +117,33 @@ def _stage_options(stage: str, queue: Queue, soft: int, hard: int) -> dict[str, 
 
 
 @shared_task(**_stage_options(Stage.FETCH, Queue.IO, soft=90, hard=120))
-def stage_fetch_task(self: StageTask, artwork_id: int, force: bool = False) -> str:
-    return self.run_stage(fetch.stage_fetch, artwork_id=artwork_id, force=force)
+def stage_fetch_task(self: StageTask, artwork_id: int, force: bool = False, finalise: bool = False) -> str:
+    return self.run_stage(fetch.stage_fetch, artwork_id=artwork_id, force=force, finalise=finalise)
 
 
 @shared_task(**_stage_options(Stage.EMBED, Queue.GPU, soft=300, hard=360))
-def stage_embed_task(self: StageTask, artwork_id: int, force: bool = False) -> str:
-    return self.run_stage(embed.stage_embed, artwork_id=artwork_id, force=force)
+def stage_embed_task(self: StageTask, artwork_id: int, force: bool = False, finalise: bool = False) -> str:
+    return self.run_stage(embed.stage_embed, artwork_id=artwork_id, force=force, finalise=finalise)
 
 
 @shared_task(**_stage_options(Stage.ENTITIES, Queue.GPU, soft=300, hard=360))
-def stage_entities_task(self: StageTask, artwork_id: int, force: bool = False) -> str:
-    return self.run_stage(entities.stage_entities, artwork_id=artwork_id, force=force)
+def stage_entities_task(self: StageTask, artwork_id: int, force: bool = False, finalise: bool = False) -> str:
+    return self.run_stage(entities.stage_entities, artwork_id=artwork_id, force=force, finalise=finalise)
 
 
 @shared_task(**_stage_options(Stage.GROUPS, Queue.CPU, soft=60, hard=90))
-def stage_groups_task(self: StageTask, artwork_id: int, force: bool = False) -> str:
-    return self.run_stage(groups.stage_groups, artwork_id=artwork_id, force=force)
+def stage_groups_task(self: StageTask, artwork_id: int, force: bool = False, finalise: bool = False) -> str:
+    return self.run_stage(groups.stage_groups, artwork_id=artwork_id, force=force, finalise=finalise)
 
 
 @shared_task(**_stage_options(Stage.SCENES, Queue.CPU, soft=60, hard=90))
-def stage_scenes_task(self: StageTask, artwork_id: int, force: bool = False) -> str:
-    return self.run_stage(scenes.stage_scenes, artwork_id=artwork_id, force=force)
+def stage_scenes_task(self: StageTask, artwork_id: int, force: bool = False, finalise: bool = False) -> str:
+    return self.run_stage(scenes.stage_scenes, artwork_id=artwork_id, force=force, finalise=finalise)
 
 
 @shared_task(**_stage_options(Stage.CAPTIONS, Queue.GPU, soft=300, hard=360))
-def stage_captions_task(self: StageTask, artwork_id: int, force: bool = False) -> str:
-    return self.run_stage(captions.stage_captions, artwork_id=artwork_id, force=force)
+def stage_captions_task(self: StageTask, artwork_id: int, force: bool = False, finalise: bool = False) -> str:
+    return self.run_stage(captions.stage_captions, artwork_id=artwork_id, force=force, finalise=finalise)
 
 
 STAGE_TASKS = {
@@ -150,22 +156,17 @@ STAGE_TASKS = {
 }
 
 
-@shared_task(
-    name="workers.artwork_finalise", queue=Queue.CPU.value, acks_late=True, soft_time_limit=30, time_limit=60
-)
-def artwork_finalise_task(artwork_id: int) -> str:
-    return artwork_finalise(artwork_id=artwork_id)
-
-
 def pipeline_chain(*, artwork_id: int, force: bool = False, stages: list[str] | None = None) -> Any:
-    """The stages asked for, in pipeline order, then the artwork's final status."""
+    """The stages asked for, in pipeline order; the last one also sets the artwork's final status."""
     unknown = set(stages or ()) - set(STAGE_ORDER)
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages are {', '.join(STAGE_ORDER)}")
     wanted = [s for s in STAGE_ORDER if not stages or s in stages]
     return chain(
-        *[STAGE_TASKS[s].si(artwork_id=artwork_id, force=force) for s in wanted],  # type: ignore[index]
-        artwork_finalise_task.si(artwork_id=artwork_id),
+        *[
+            STAGE_TASKS[s].si(artwork_id=artwork_id, force=force, finalise=(i == len(wanted) - 1))  # type: ignore[index]
+            for i, s in enumerate(wanted)
+        ]
     )
 
 
