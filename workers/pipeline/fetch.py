@@ -90,7 +90,6 @@ def stage_fetch(*, artwork_id: int, force: bool = False) -> str:
         storage = artwork.working_image.storage
         stale = [name for name in old_files if name not in new_files]
 
-
         def delete_stale() -> None:
             for name in stale:
                 storage.delete(name)
