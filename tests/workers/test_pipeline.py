@@ -19,6 +19,7 @@ from collections_app.models import (
     Stage,
 )
 from tests.factories import ArtworkFactory
+from tests.workers.image_server import image_server_fixture  # noqa: F401 - the fixture
 from workers.inference.base import Region
 from workers.pipeline import captions, embed, entities, fetch, groups, scenes
 from workers.pipeline.captions import caption_context
@@ -238,3 +239,28 @@ def test_a_new_detector_version_replaces_unreviewed_details(busy_picture: Path, 
     assert (
         ProcessingStep.objects.get(artwork=artwork, stage=Stage.ENTITIES).model_version == detector.model_key
     )
+
+
+@pytest.mark.django_db
+def test_fetch_reads_iiif_and_keeps_a_working_copy_and_a_thumbnail(
+    settings, image_server, art_dev: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    settings.SEMART_FETCH = {
+        **settings.SEMART_FETCH,
+        "allowed_hosts": ["127.0.0.1"],
+        "working_long_side": 300,
+    }
+    path = sorted((art_dev / "images").glob("*.jpg"))[1]
+    image_server.route("/iiif/p1/full/!1024,1024/0/default.jpg", body=path.read_bytes())
+    artwork = ArtworkFactory(iiif_url=image_server.url("/iiif/p1/"))
+    fetch.stage_fetch(artwork_id=artwork.pk)
+    artwork.refresh_from_db()
+    with Image.open(path) as original:
+        assert (artwork.width, artwork.height) == original.size
+    with artwork.working_image.open("rb") as handle, Image.open(handle) as working:
+        assert max(working.size) == 300 and working.mode == "RGB"
+    with artwork.thumbnail.open("rb") as handle, Image.open(handle) as thumbnail:
+        assert max(thumbnail.size) <= 400
+    assert image_server.routes["/iiif/p1/full/!1024,1024/0/default.jpg"].hits == 1
