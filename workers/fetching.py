@@ -8,8 +8,10 @@ read in chunks under a byte cap and an overall deadline, so a huge or trickling 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,10 +40,33 @@ class FetchedFile:
     url: str  # after redirects
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: local use, never a public address
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, 6to4, Teredo client, NAT64, compatible), if any.
+
+    ``is_global`` judges only the IPv6 prefix, so 2002:7f00:1:: (6to4) or 64:ff9b::7f00:1 (NAT64) pass it
+    while a gateway would deliver them to 127.0.0.1."""
+    if ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    if ip.sixtofour:
+        return ip.sixtofour
+    if ip.teredo:
+        return ip.teredo[1]
+    if ip in NAT64 or (ip in IPV4_COMPATIBLE and int(ip) > 0xFFFF):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def _address_is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in NAT64_LOCAL:
+            return False
+        ip = _embedded_ipv4(ip) or ip
     # is_global is false for private, loopback, link-local (169.254.169.254, the cloud metadata service),
     # shared (100.64/10), reserved and unspecified ranges.
     return ip.is_global and not ip.is_multicast
@@ -66,11 +91,65 @@ def resolve_checked(host: str, port: int, *, allowed_hosts: list[str]) -> str:
     return addresses[0]
 
 
-def _pool(scheme: str, host: str, address: str, port: int, timeout_s: float) -> urllib3.HTTPConnectionPool:
+class _Watchdog:
+    """Cuts a fetch's connections when its overall deadline passes.
+
+    Socket timeouts bound each read, not the response: a server that sends its status line or headers a byte
+    at a time (slow-loris) would otherwise hold a worker as long as it liked, since every byte restarts the
+    read timeout. At the deadline the sockets are shut down, which ends whatever read is blocked on them."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.expired = False
+        self._connections: list[Any] = []
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        threading.Thread(target=self._run, name="fetch-deadline", daemon=True).start()
+
+    def watch(self, connection: Any) -> Any:
+        with self._lock:
+            self._connections.append(connection)
+        return connection
+
+    def _run(self) -> None:
+        while not self._done.wait(max(0.0, self.deadline - time.monotonic())):
+            self.expired = True
+            with self._lock:
+                connections = list(self._connections)
+            for connection in connections:
+                sock = getattr(connection, "sock", None)
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+            # Again shortly, for a connection that had no socket yet on this pass.
+            self._done.wait(0.05)
+
+    def stop(self) -> None:
+        self._done.set()
+
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
+    watchdog: _Watchdog
+
+    def _new_conn(self) -> Any:
+        return self.watchdog.watch(super()._new_conn())
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    watchdog: _Watchdog
+
+    def _new_conn(self) -> Any:
+        return self.watchdog.watch(super()._new_conn())
+
+
+def _pool(
+    scheme: str, host: str, address: str, port: int, timeout_s: float, watchdog: _Watchdog
+) -> urllib3.HTTPConnectionPool:
     timeout = urllib3.Timeout(connect=timeout_s, read=timeout_s)
+    pool: _WatchedHTTPPool | _WatchedHTTPSPool
     if scheme == "https":
         # Connect to the checked address but verify the certificate (and send SNI) for the host name.
-        return urllib3.HTTPSConnectionPool(
+        pool = _WatchedHTTPSPool(
             address,
             port,
             timeout=timeout,
@@ -79,7 +158,10 @@ def _pool(scheme: str, host: str, address: str, port: int, timeout_s: float) -> 
             assert_hostname=host,
             cert_reqs="CERT_REQUIRED",
         )
-    return urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False)
+    else:
+        pool = _WatchedHTTPPool(address, port, timeout=timeout, retries=False)
+    pool.watchdog = watchdog
+    return pool
 
 
 def fetch_bytes(
@@ -94,8 +176,41 @@ def fetch_bytes(
     """GET a URL with every safety check; raises FetchRefused (permanent) or a transient error.
 
     ``accepted_types`` are Content-Type prefixes (images by default; the importers pass JSON for
-    manifests)."""
-    deadline = time.monotonic() + timeout_s
+    manifests). ``timeout_s`` bounds the whole fetch, redirects, headers and body included."""
+    watchdog = _Watchdog(time.monotonic() + timeout_s)
+    try:
+        return _fetch_hops(
+            url,
+            timeout_s=timeout_s,
+            max_bytes=max_bytes,
+            allowed_hosts=allowed_hosts,
+            accepted_types=accepted_types,
+            accept=accept,
+            watchdog=watchdog,
+        )
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        if watchdog.expired:
+            raise FetchRefused(_too_slow(url)) from exc
+        raise
+    finally:
+        watchdog.stop()
+
+
+def _too_slow(url: str) -> str:
+    return f"the server was too slow: gave up after the time limit on {url[:200]}"
+
+
+def _fetch_hops(
+    url: str,
+    *,
+    timeout_s: float,
+    max_bytes: int,
+    allowed_hosts: list[str],
+    accepted_types: tuple[str, ...],
+    accept: str,
+    watchdog: _Watchdog,
+) -> FetchedFile:
+    deadline = watchdog.deadline
     for _hop in range(MAX_REDIRECTS + 1):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -110,7 +225,7 @@ def fetch_bytes(
             "Accept": accept,
         }
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        pool = _pool(parts.scheme, host, address, port, timeout_s)
+        pool = _pool(parts.scheme, host, address, port, timeout_s, watchdog)
         try:
             response = pool.urlopen(
                 "GET",
@@ -131,15 +246,17 @@ def fetch_bytes(
                 url = urljoin(url, location)
                 continue
             if response.status == 429 or response.status >= 500:
-                raise TransientFetchError(f"the image server answered HTTP {response.status} for {url[:200]}")
+                raise TransientFetchError(f"the server answered HTTP {response.status} for {url[:200]}")
             if response.status != 200:
-                raise FetchRefused(f"the image server answered HTTP {response.status} for {url[:200]}")
+                raise FetchRefused(f"the server answered HTTP {response.status} for {url[:200]}")
             content_type = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             if content_type and not content_type.startswith(accepted_types):
                 raise FetchRefused(
                     f"the URL serves {content_type!r}, not what was expected ({accept}): {url[:200]}"
                 )
             data = _read_capped(response, max_bytes=max_bytes, deadline=deadline, url=url)
+            if watchdog.expired:  # the read ended because the watchdog cut it: the body is incomplete
+                raise FetchRefused(_too_slow(url))
             return FetchedFile(data=data, content_type=content_type, url=url)
         finally:
             response.release_conn()
@@ -151,19 +268,19 @@ def _read_capped(response: Any, *, max_bytes: int, deadline: float, url: str) ->
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise FetchRefused(
-            f"the image is {int(declared):,} bytes, over the limit of {max_bytes:,}: {url[:200]}"
+            f"the file is too large: {int(declared):,} bytes, over the limit of {max_bytes:,}: {url[:200]}"
         )
     chunks: list[bytes] = []
     total = 0
     while True:
         if time.monotonic() > deadline:
-            raise FetchRefused(f"the image server was too slow: gave up after the time limit on {url[:200]}")
+            raise FetchRefused(_too_slow(url))
         # read1 returns what has arrived, so the deadline is checked even while a server trickles bytes.
         chunk = response.read1(CHUNK)
         if not chunk:
             break
         total += len(chunk)
         if total > max_bytes:
-            raise FetchRefused(f"the image is over the limit of {max_bytes:,} bytes: {url[:200]}")
+            raise FetchRefused(f"the file is too large: over the limit of {max_bytes:,} bytes: {url[:200]}")
         chunks.append(chunk)
     return b"".join(chunks)
