@@ -156,6 +156,7 @@ def artwork_upsert(
     if image_bytes is not None:
         digest = hashlib.sha256(image_bytes).hexdigest()
         if digest != artwork.image_sha256:
+            _image_check(image_bytes)  # before anything is written: a broken file never replaces a good one
             suffix = Path(image_name).suffix.lower() or ".jpg"
             safe_stem = re.sub(r"[^\w.-]+", "_", f"{data.source}_{data.source_id}")[:150]
             artwork.image.save(f"{safe_stem}{suffix}", ContentFile(image_bytes), save=False)
@@ -173,6 +174,15 @@ def artwork_upsert(
     if image_changed and queue_processing and artwork.has_image_source():
         artwork_queue_processing(artwork_ids=[artwork.pk], force=not created)
     return UpsertResult(artwork=artwork, created=created, image_changed=image_changed, warnings=warnings)
+
+
+def _image_check(image_bytes: bytes) -> None:
+    from collections_app.importers.images import ImageRejected, image_bytes_validated
+
+    try:
+        image_bytes_validated(image_bytes)
+    except ImageRejected as exc:
+        raise ValidationError({"image": [str(exc)]}) from exc
 
 
 def artwork_queue_processing(*, artwork_ids: list[int], force: bool = False, stages: list[str] | None = None) -> int:

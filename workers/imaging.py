@@ -31,12 +31,17 @@ class NormalisedImage:
     thumbnail: Image.Image  # RGB, long side THUMBNAIL_LONG_SIDE
 
 
-def _sniff(data: bytes) -> str:
-    head = data[:512].lstrip().lower()
+def sniff_non_image(data: bytes) -> str:
+    """Why these bytes are plainly not a picture (a page, a drawing, JSON), or "" when they may be one."""
+    head = data[:512].lstrip(b" \t\r\n\xef\xbb\xbf").lower()  # whitespace and a UTF-8 BOM
+    xml_svg = head.startswith((b"<?xml", b"<!doctype svg")) and b"<svg" in data[:4096].lower()
+    if head.startswith(b"<svg") or xml_svg:
+        # Pillow cannot read SVG, and an SVG can carry scripts: never stored or served as a picture.
+        return "the file is an SVG drawing (vector XML), not a raster image: export it as PNG or JPEG"
     if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
-        return "an HTML or XML page"
+        return "the file is an HTML or XML page, not an image (often a login or error page saved as .jpg)"
     if head.startswith((b"{", b"[")):
-        return "a JSON document"
+        return "the file is a JSON document, not an image"
     return ""
 
 
@@ -44,9 +49,9 @@ def image_open_validated(data: bytes, *, max_pixels: int) -> Image.Image:
     """Decode untrusted bytes fully, refusing empty, non-image, truncated and oversized pictures."""
     if not data:
         raise ImageRejected("the image file is empty (0 bytes)")
-    posing = _sniff(data)
+    posing = sniff_non_image(data)
     if posing:
-        raise ImageRejected(f"the file is {posing}, not an image (often a login or error page saved as .jpg)")
+        raise ImageRejected(posing)
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; our own limit below is the one

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError
 
-from collections_app.importers.images import ImageRejected, read_valid_image
+from collections_app.importers.images import ImageRejected, read_image_file
 from collections_app.models import Artwork, ProcessingStatus
 from collections_app.services import ArtworkData, artwork_queue_processing, artwork_upsert
 
@@ -114,7 +114,8 @@ def run_import(
             report.errors.append(RowError(item.where, item.error or "no record"))
             continue
         try:
-            image_bytes = read_valid_image(item.image_path) if item.image_path else None
+            # artwork_upsert validates the bytes, and only when they differ from the stored image.
+            image_bytes = read_image_file(item.image_path) if item.image_path else None
             before = _snapshot(_existing(item.data))
             result = artwork_upsert(
                 data=item.data,
