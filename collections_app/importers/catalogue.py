@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,12 +41,53 @@ def normalise_column(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", name.strip().lower())
 
 
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection). The export prefixes such
+# cells with a quote; the reader takes that quote off again, so an exported catalogue re-imports unchanged.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_UTF_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16 LE: its BOM starts with UTF-16 LE's
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+_QUOTED = ("'", *FORMULA_STARTS)
+
+
+def spreadsheet_safe(value: str) -> str:
+    """The cell as a spreadsheet shows it without running it: a leading quote before a formula start (and
+    before a quote already there, so the reader's unquoting gives back exactly the value)."""
+    return f"'{value}" if value.startswith(_QUOTED) else value
+
+
+def _spreadsheet_unquoted(value: str) -> str:
+    return value[1:] if value[:1] == "'" and value[1:].startswith(_QUOTED) else value
+
+
 def _decode(raw: bytes, path: Path) -> tuple[str, list[str]]:
-    """UTF-8 (with or without BOM); a file with no valid multi-byte UTF-8 at all is taken as cp1252.
+    """UTF-8 (with or without BOM), UTF-16/32 with a BOM (Excel's "Unicode text"); a file with no valid
+    multi-byte UTF-8 at all is taken as cp1252.
 
     A mostly-UTF-8 file with a few bad bytes stays UTF-8: its bad bytes become lone surrogates, and the
     rows holding them are reported one by one instead of mis-decoding every accent in the file.
     """
+    if raw.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
+        raise CatalogueError(
+            f"{path.name} is a spreadsheet workbook (.xlsx, .ods or .xls), not CSV: save it as CSV UTF-8"
+        )
+    for bom, codec in _UTF_BOMS:
+        if raw.startswith(bom):
+            try:
+                return raw.decode(codec), []
+            except UnicodeDecodeError as exc:
+                raise CatalogueError(f"{path.name} starts like {codec.upper()} but is not: {exc}") from exc
+    if raw.count(b"\x00") > len(raw) // 8:
+        # cp1252 would "read" it, as a NUL between every letter.
+        raise CatalogueError(
+            f"{path.name} is not a text CSV in a supported encoding (it is full of NUL bytes: UTF-16 "
+            "without a byte-order mark, or a spreadsheet file?). Save it as CSV UTF-8."
+        )
     try:
         return raw.decode("utf-8-sig"), []
     except UnicodeDecodeError:
@@ -87,10 +130,36 @@ class CsvStream:
         self.columns = [normalise_column(c) for c in header]
         if not any(self.columns):
             raise CatalogueError(f"{path.name} has no column names on its first line")
+        twice = sorted(c for c, n in Counter(c for c in self.columns if c).items() if n > 1)
+        if twice:
+            raise CatalogueError(
+                f"{path.name} names the column(s) {', '.join(map(repr, twice))} more than once: "
+                "which one holds the value would be a guess"
+            )
+        # csv reads an unclosed quote to the end of the file, as one cell holding every later row; a
+        # well-formed file has an even number of quote characters.
+        self._unbalanced_quotes = text.count('"') % 2 == 1
         if _has_bad_bytes(self.columns):
             raise CatalogueError(f"{path.name}: the header line is not valid text in any supported encoding")
 
     def __iter__(self) -> Iterator[CsvRow]:
+        pending: CsvRow | None = None  # held back one record: only the last can have swallowed the file
+        for row in self._records():
+            if pending is not None:
+                yield pending
+            pending = row
+        if pending is not None:
+            end = self._reader.line_num
+            if self._unbalanced_quotes and end > pending.line:
+                pending = CsvRow(
+                    line=pending.line,
+                    values={},
+                    error=f"a quote opened here is never closed: lines {pending.line}-{end} were read as "
+                    "one record (nothing after it was imported)",
+                )
+            yield pending
+
+    def _records(self) -> Iterator[CsvRow]:
         reader, columns = self._reader, self.columns
         while True:
             start = reader.line_num + 1
@@ -105,11 +174,17 @@ class CsvStream:
                 continue  # blank lines are not records
             if _has_bad_bytes(cells):
                 yield CsvRow(line=start, values={}, error="bad encoding (bytes that are not UTF-8)")
+            elif any("\x00" in c for c in cells):
+                yield CsvRow(
+                    line=start, values={}, error="a cell holds a NUL character, which cannot be stored"
+                )
             elif len(cells) != len(columns):
                 error = f"expected {len(columns)} columns, found {len(cells)} (an unquoted separator?)"
                 yield CsvRow(line=start, values={}, error=error)
             else:
-                values = {c: v.strip() for c, v in zip(columns, cells, strict=True) if c}
+                values = {
+                    c: _spreadsheet_unquoted(v.strip()) for c, v in zip(columns, cells, strict=True) if c
+                }
                 yield CsvRow(line=start, values=values)
 
 

@@ -93,9 +93,16 @@ def _first(value: Any) -> Any:
     return value[0] if isinstance(value, list) and value else value
 
 
+def _as_list(value: Any) -> list[Any]:
+    """A list from what a manifest holds where the specs want one: manifests in the wild (and hostile ones)
+    put a lone object, a string or a number there."""
+    if isinstance(value, list):
+        return value
+    return [value] if isinstance(value, dict) else []
+
+
 def _service_id(resource: dict[str, Any]) -> str:
-    services = resource.get("service") or []
-    for service in services if isinstance(services, list) else [services]:
+    for service in _as_list(resource.get("service")):
         sid = _id(service)
         kind = str(service.get("type") or service.get("@type") or "") if isinstance(service, dict) else ""
         profile = str(service.get("profile") or "") if isinstance(service, dict) else ""
@@ -120,12 +127,12 @@ def _canvases(manifest: dict[str, Any], version: int) -> list[tuple[dict[str, An
     """(canvas, its first image resource or None) in order."""
     out = []
     if version == 3:
-        for canvas in manifest.get("items") or []:
+        for canvas in _as_list(manifest.get("items")):
             if not isinstance(canvas, dict) or canvas.get("type") != "Canvas":
                 continue
             body = None
-            for page in canvas.get("items") or []:
-                for annotation in page.get("items") or [] if isinstance(page, dict) else []:
+            for page in _as_list(canvas.get("items")):
+                for annotation in _as_list(page.get("items")) if isinstance(page, dict) else []:
                     candidate = _first(annotation.get("body")) if isinstance(annotation, dict) else None
                     if isinstance(candidate, dict) and candidate.get("type", "Image") == "Image":
                         body = candidate
@@ -134,11 +141,11 @@ def _canvases(manifest: dict[str, Any], version: int) -> list[tuple[dict[str, An
                     break
             out.append((canvas, body))
     else:
-        sequence = _first(manifest.get("sequences") or [])
-        for canvas in (sequence or {}).get("canvases") or []:
+        sequence = _first(manifest.get("sequences"))
+        for canvas in _as_list(sequence.get("canvases")) if isinstance(sequence, dict) else []:
             if not isinstance(canvas, dict):
                 continue
-            image = _first(canvas.get("images") or [])
+            image = _first(_as_list(canvas.get("images")))
             resource = image.get("resource") if isinstance(image, dict) else None
             out.append((canvas, resource if isinstance(resource, dict) else None))
     return out
@@ -148,7 +155,7 @@ def _manifest_fields(manifest: dict[str, Any], version: int) -> tuple[dict[str, 
     """Fields shared by every canvas of the manifest, and its unmapped metadata (for extra)."""
     fields: dict[str, Any] = {"title": text_of(manifest.get("label"))}
     extra: dict[str, str] = {}
-    for entry in manifest.get("metadata") or []:
+    for entry in _as_list(manifest.get("metadata")):
         if not isinstance(entry, dict):
             continue
         label, value = text_of(entry.get("label")), text_of(entry.get("value"))
@@ -172,8 +179,9 @@ def _manifest_fields(manifest: dict[str, Any], version: int) -> tuple[dict[str, 
             if isinstance(manifest.get("rights"), dict)
             else str(manifest.get("rights") or "")
         )
-        statement = manifest.get("requiredStatement") or {}
-        fields["credit_line"] = fields.get("credit_line") or text_of(statement.get("value"))
+        statement = manifest.get("requiredStatement")
+        value = statement.get("value") if isinstance(statement, dict) else statement
+        fields["credit_line"] = fields.get("credit_line") or text_of(value)
         fields["source_url"] = _id(_first(manifest.get("homepage") or []))
     else:
         fields.setdefault("description", text_of(manifest.get("description")))
@@ -195,8 +203,15 @@ def load_manifest(location: str) -> tuple[dict[str, Any], str]:
         raw = fetch_document(location, accept="application/ld+json, application/json")
         name = location
     else:
+        from collections_app.importers.remote import DOCUMENT_MAX_BYTES
+
         path = Path(location)
         try:
+            if path.stat().st_size > DOCUMENT_MAX_BYTES:
+                raise CatalogueError(
+                    f"{path.name} is {path.stat().st_size:,} bytes, over the manifest limit of "
+                    f"{DOCUMENT_MAX_BYTES:,}"
+                )
             raw = path.read_bytes()
         except OSError as exc:
             raise CatalogueError(f"cannot read {location}: {exc}") from exc
@@ -205,6 +220,8 @@ def load_manifest(location: str) -> tuple[dict[str, Any], str]:
         manifest = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CatalogueError(f"{name} is not JSON: {exc}") from exc
+    except RecursionError as exc:  # "[[[[...": nesting deeper than any manifest needs
+        raise CatalogueError(f"{name} is nested too deeply to be a IIIF manifest") from exc
     if not isinstance(manifest, dict):
         raise CatalogueError(f"{name} is not a IIIF manifest (top level is not an object)")
     return manifest, name
