@@ -250,14 +250,50 @@ async def search(query: SearchQuery, *, request_key: str | None = None) -> Searc
     ``request_key`` stops the previous one's rerank; a cancelled call stops its own."""
     _validate(query)
     search_id = uuid.uuid4().hex
-    if request_key:
+    if request_key and not request_control.queue_down():
         request_control.supersede(request_key=request_key, search_id=search_id)
     try:
+        if request_control.queue_down():
+            return await _search_without_workers(query)
         return await _search(query, search_id=search_id)
     except asyncio.CancelledError:
         # Synchronous Redis on purpose: the coroutine is being torn down and must not await again.
         request_control.request_stop(search_id)
         raise
+    except request_control.QUEUE_ERRORS as error:
+        request_control.queue_failed(error)
+        return await _search_without_workers(query)
+
+
+async def _search_without_workers(query: SearchQuery) -> SearchResponse:
+    """Redis is down, so no worker can encode the query or rerank: answer from what the database holds
+    (the lexical and ICONCLASS legs, and stored vectors for "more like this"), and say so."""
+    started = time.perf_counter()
+    text, exclude = _normalise(query)
+    degraded = ["task queue unreachable: not reranked"]
+    try:
+        model_key = await sync_to_async(_embedder_key)()
+    except ModelLoadError:
+        model_key = ""
+    vector: np.ndarray | None = None
+    if model_key and (query.like_artwork_id is not None or query.like_detail_id is not None):
+        vector = await sync_to_async(reference_vectors)(
+            model_key=model_key, like_artwork_id=query.like_artwork_id, like_detail_id=query.like_detail_id
+        )
+    if vector is None:
+        degraded.append("text and ICONCLASS matches only")
+    stage = await sync_to_async(first_stage)(
+        query, text=text, exclude=exclude, vector=vector, model_key=model_key
+    )
+    hits, has_more = await sync_to_async(assemble)(query, stage, rerank=None)
+    return SearchResponse(
+        query=query,
+        hits=hits,
+        has_more=has_more,
+        reranked=False,
+        degraded="; ".join(degraded),
+        timings_ms={"total": _ms(started)},
+    )
 
 
 async def _search(query: SearchQuery, *, search_id: str) -> SearchResponse:

@@ -10,15 +10,36 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import redis
 from django.conf import settings
+from kombu.exceptions import OperationalError as BrokerError
 
 logger = logging.getLogger(__name__)
 
 KEY_TTL_S = 600
 _PREFIX = "semart:search"
+
+# What a search meets when Redis (broker, mailboxes, flags) is down: it then answers without workers.
+QUEUE_ERRORS: tuple[type[Exception], ...] = (BrokerError, redis.ConnectionError, redis.TimeoutError)
+# After a failure, searches skip the queue this long instead of each paying a failed connect.
+QUEUE_QUIET_S = 2.0
+_queue_down_until = 0.0
+
+
+def queue_failed(error: Exception) -> None:
+    global _queue_down_until
+    if not queue_down():
+        logger.warning("task queue unreachable; searches answer without workers for now: %s", error)
+    _queue_down_until = time.monotonic() + QUEUE_QUIET_S
+
+
+def queue_down() -> bool:
+    """True shortly after a search found the queue unreachable."""
+    return time.monotonic() < _queue_down_until
+
 
 _clients: dict[str, redis.Redis] = {}
 
@@ -27,7 +48,7 @@ def sync_redis() -> redis.Redis:
     url = settings.REDIS_URL
     client = _clients.get(url)
     if client is None:
-        client = _clients[url] = redis.Redis.from_url(url, socket_timeout=5)
+        client = _clients[url] = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=1)
     return client
 
 
@@ -52,7 +73,11 @@ def request_stop(search_id: str) -> None:
     """Tell the search's tasks to stop between batches, and drop them if they are still queued."""
     from semart_site.celery import app
 
-    sync_redis().set(stop_key(search_id), b"1", ex=KEY_TTL_S)
+    try:
+        sync_redis().set(stop_key(search_id), b"1", ex=KEY_TTL_S)
+    except QUEUE_ERRORS as error:  # Redis is down: no worker is running anything to stop either
+        queue_failed(error)
+        return
     try:
         app.control.revoke(list(task_ids(search_id)))
     except Exception:  # the stop flag already does the job; revoke is a bonus for queued tasks
@@ -65,7 +90,11 @@ def stop_requested(search_id: str) -> bool:
 
 def supersede(*, request_key: str, search_id: str) -> str | None:
     """Make ``search_id`` the visitor's current search; stop the previous one. Returns the previous id."""
-    previous = sync_redis().set(active_key(request_key), search_id.encode(), ex=KEY_TTL_S, get=True)
+    try:
+        previous = sync_redis().set(active_key(request_key), search_id.encode(), ex=KEY_TTL_S, get=True)
+    except QUEUE_ERRORS as error:
+        queue_failed(error)
+        return None
     previous_id = previous.decode() if previous else None
     if previous_id and previous_id != search_id:
         request_stop(previous_id)

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "semart_site.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before CommonMiddleware, so preflight requests are answered with the CORS headers.
     "corsheaders.middleware.CorsMiddleware",
@@ -97,8 +98,9 @@ STATICFILES_DIRS = [BASE_DIR / "semart_site" / "static"]
 # Uploads live outside the code tree, under the instance's data folder.
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env("SEMART_MEDIA_ROOT", default=str(SEMART_DATA_DIR / "media")))
+# Files appear whole or not at all: a full disk or a crash mid-write leaves no truncated file behind.
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": {"BACKEND": "semart_site.storage.AtomicFileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
@@ -119,6 +121,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_RESULT_EXPIRES = 3600
+# Nothing reads task results (searches get theirs through Redis mailboxes, the pipeline through the database).
+# Storing none also keeps apply_async from subscribing to the result backend, which with Redis down retries
+# for ~20 s and then raises RuntimeError instead of the broker error callers handle.
+CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_TASK_TIME_LIMIT = 15 * 60
 CELERY_TASK_SOFT_TIME_LIMIT = 10 * 60
@@ -131,11 +137,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
+# The cache only saves work (query vectors, rankings, ICONCLASS expansions, rate counts): with Redis down it
+# reads as empty and writes are dropped, so pages still answer (semart_site/cache.py).
+CACHE_OPTIONS = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0}
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "semart_site.cache.FailSoftRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "semart",
+        "OPTIONS": CACHE_OPTIONS,
     }
 }
 
@@ -212,7 +222,8 @@ LOGGING = {
 SEARCH = {
     "candidates": env.int("SEARCH_CANDIDATES", default=64),
     "page_size": 24,
-    # final = alpha * rerank + (1 - alpha) * normalised first-stage similarity (tuned on art-dev: docs/evaluation.md)
+    # final = alpha * rerank + (1 - alpha) * normalised first-stage similarity
+    # (tuned on art-dev: docs/evaluation.md)
     "alpha": env.float("SEARCH_ALPHA", default=0.5),
     # hits whose final score falls below this are cut instead of padding the page
     "threshold": env.float("SEARCH_THRESHOLD", default=0.0),
@@ -223,3 +234,39 @@ SEARCH = {
     "exact_scan_below": env.int("SEARCH_EXACT_SCAN_BELOW", default=20_000),
     "rerank_timeout_s": env.float("SEARCH_RERANK_TIMEOUT", default=10.0),
 }
+
+# --- Security headers ----------------------------------------------------------------------------------
+# SecurityMiddleware: nosniff, referrer policy, opener policy; XFrameOptionsMiddleware: DENY. Stated here,
+# not left to Django's defaults, so a reader sees them; production adds HSTS, TLS redirects, secure cookies.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# Content-Security-Policy (semart_site/middleware.py). No inline or eval'd script anywhere: every script is a
+# static file. Inline style *attributes* place the detail boxes over pictures (style-src-attr); pictures may
+# come from a collection's IIIF or image server, hence https: for images only.
+CSP_POLICY = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "style-src-attr": ["'unsafe-inline'"],
+    "img-src": ["'self'", "data:", "https:"],
+    "font-src": ["'self'"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+# Swagger UI and Redoc inject <style> elements and Redoc runs its search in a blob: worker: these pages only
+# get inline styles and blob workers; their scripts are still static files.
+CSP_POLICY_OVERRIDES = {
+    "/api/v1/docs/": {"style-src": ["'self'", "'unsafe-inline'"], "worker-src": ["'self'", "blob:"]},
+    "/api/v1/redoc/": {"style-src": ["'self'", "'unsafe-inline'"], "worker-src": ["'self'", "blob:"]},
+}
+# Report-Only while trying a stricter policy on a live site: violations are reported, nothing is blocked.
+CSP_REPORT_ONLY = env.bool("CSP_REPORT_ONLY", default=False)
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
