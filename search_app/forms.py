@@ -34,16 +34,25 @@ assert [value for value, _ in LEVEL_CHOICES] == list(LEVELS)
 FILTER_FIELDS = ("artist", "year_from", "year_to", "classification", "medium", "collection")
 
 
-def _reject_control_characters(value: str) -> None:
-    # Tabs and newlines are harmless (they become spaces); anything else in category C is almost always a
-    # paste accident or a probe, and NUL cannot even be stored by PostgreSQL.
+def control_character(value: str) -> str:
+    """The first character of ``value`` a search refuses, or "".
+
+    Tabs and newlines are harmless (they become spaces); anything else in category C is almost always a
+    paste accident or a probe, and NUL cannot even be stored by PostgreSQL."""
     for char in value:
         if char not in "\t\n\r" and unicodedata.category(char).startswith("C"):
-            raise ValidationError(
-                "This contains an invisible control character (U+%(code)04X). Please retype it.",
-                params={"code": ord(char)},
-                code="control_character",
-            )
+            return char
+    return ""
+
+
+def _reject_control_characters(value: str) -> None:
+    char = control_character(value)
+    if char:
+        raise ValidationError(
+            "This contains an invisible control character (U+%(code)04X). Please retype it.",
+            params={"code": ord(char)},
+            code="control_character",
+        )
 
 
 class TextField(forms.CharField):

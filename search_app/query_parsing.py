@@ -67,9 +67,25 @@ def _int_param(params: Mapping[str, str], name: str) -> int | None:
         raise QueryError(f"{name} must be a whole number (a year, or a count), not {value!r}") from None
 
 
+def _check_text(params: Mapping[str, str]) -> None:
+    """The search page's limits on free text, for every other way in (/search.json): a NUL cannot even reach
+    PostgreSQL, and a 10,000-character query would only cost an embedding and a full-text plan."""
+    from search_app.forms import FILTER_MAX_CHARS, QUERY_MAX_CHARS, control_character
+
+    for name in ("q", "artist", "classification", "medium", "collection", "level"):
+        value = params.get(name) or ""
+        limit = QUERY_MAX_CHARS if name == "q" else FILTER_MAX_CHARS
+        if len(value) > limit:
+            raise QueryError(f"{name} is {len(value)} characters long; keep it under {limit}")
+        bad = control_character(value)
+        if bad:
+            raise QueryError(f"{name} contains an invisible control character (U+{ord(bad):04X})")
+
+
 def query_from_params(params: Mapping[str, str]) -> SearchQuery:
     """A SearchQuery from GET parameters: q, level, artist, year_from, year_to, classification, medium,
     collection, like_artwork, like_detail, offset, limit. Raises QueryError on values it cannot use."""
+    _check_text(params)
     text, exclude = parse_query_text(params.get("q", ""))
     level = (params.get("level") or "artworks").strip()
     if level not in LEVELS:
