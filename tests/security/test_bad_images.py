@@ -351,3 +351,41 @@ def test_a_new_image_url_that_serves_junk_keeps_the_old_working_copy(
         assert (artwork.working_image.name, artwork.thumbnail.name, artwork.width, artwork.height) == kept
         assert artwork.working_image.storage.exists(artwork.working_image.name)
         assert artwork.thumbnail.storage.exists(artwork.thumbnail.name)
+
+
+@pytest.mark.django_db
+def test_the_admin_refuses_a_broken_upload_and_keeps_the_good_image(picture: Image.Image) -> None:
+    from django.contrib.auth.models import Group, User
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.test import Client
+    from django.urls import reverse
+
+    user = User.objects.create_user(username="cataloger", password="pw", is_staff=True)
+    user.groups.add(Group.objects.get(name="Cataloger"))
+    client = Client()
+    client.force_login(user)
+    good = encode(picture, "JPEG")
+    data = ArtworkData(source="local", source_id="AD1", title="Kept")
+    artwork = artwork_upsert(
+        data=data, image_bytes=good, image_name="ad1.jpg", queue_processing=False
+    ).artwork
+    url = reverse("admin:collections_app_artwork_change", args=[artwork.pk])
+    form = {
+        "title": "Changed?",
+        "source": "local",
+        "source_id": "AD1",
+        "iconclass": "",
+        "details-TOTAL_FORMS": "0",
+        "details-INITIAL_FORMS": "0",
+        "steps-TOTAL_FORMS": "0",
+        "steps-INITIAL_FORMS": "0",
+    }
+    for name, broken in [("half.jpg", good[: len(good) * 2 // 3]), ("drawing.png", SVG)]:
+        upload = SimpleUploadedFile(name, broken, content_type="image/jpeg")
+        response = client.post(url, {**form, "image": upload})
+        assert response.status_code == 200  # the form again, with the error; not a redirect
+        assert "errorlist" in response.content.decode()
+        artwork.refresh_from_db()
+        assert artwork.title == "Kept"
+        with artwork.image.open("rb") as handle:
+            assert handle.read() == good
