@@ -180,8 +180,8 @@ def _manifest_fields(manifest: dict[str, Any], version: int) -> tuple[dict[str, 
             else str(manifest.get("rights") or "")
         )
         statement = manifest.get("requiredStatement")
-        value = statement.get("value") if isinstance(statement, dict) else statement
-        fields["credit_line"] = fields.get("credit_line") or text_of(value)
+        credit = statement.get("value") if isinstance(statement, dict) else statement
+        fields["credit_line"] = fields.get("credit_line") or text_of(credit)
         fields["source_url"] = _id(_first(manifest.get("homepage") or []))
     else:
         fields.setdefault("description", text_of(manifest.get("description")))
