@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
-from typing import TextIO
+from typing import Protocol
 
 from collections_app.importers.catalogue import spreadsheet_safe
 from collections_app.models import Artwork
@@ -38,6 +38,10 @@ EXPORT_COLUMNS = (
 )
 
 
+class Writable(Protocol):
+    def write(self, text: str, /) -> object: ...
+
+
 def _row(artwork: Artwork) -> list[str | int]:
     texts = {
         "id": artwork.source_id,
@@ -54,7 +58,7 @@ def _row(artwork: Artwork) -> list[str | int]:
     return row
 
 
-def artworks_csv_write(*, artworks: Iterable[Artwork], stream: TextIO) -> int:
+def artworks_csv_write(*, artworks: Iterable[Artwork], stream: Writable) -> int:
     """Write a header and one row per artwork; returns the number of rows. A byte-order mark first, so
     Excel reads the accents as UTF-8 (the importer skips it)."""
     stream.write("\ufeff")

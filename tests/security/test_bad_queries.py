@@ -17,10 +17,10 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collections_app.models import Artwork
+from collections_app.models import Artist, Artwork
 from search_app.forms import QUERY_MAX_CHARS, SearchForm
 from search_app.query_parsing import QueryError, query_from_params
-from tests.factories import ArtistFactory, ArtworkFactory, DetailFactory
+from tests.factories import ArtworkFactory, DetailFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -122,7 +122,9 @@ def test_search_json_returns_payloads_as_json_data(client: Client, quick_search)
 
 @pytest.fixture
 def hostile_artwork() -> Artwork:
-    artwork = ArtworkFactory(
+    artwork = Artwork.objects.create(
+        source="test",
+        source_id="xss",
         title=XSS,
         description=f"{XSS}\n\nsecond paragraph",
         medium=XSS,
@@ -130,7 +132,7 @@ def hostile_artwork() -> Artwork:
         display_date=XSS,
         source_url="javascript:alert(document.cookie)",
     )
-    artwork.artists.set([ArtistFactory(name=XSS)])
+    artwork.artists.set([Artist.objects.create(name=XSS, sort_name=XSS)])
     DetailFactory(artwork=artwork, label=XSS, caption=XSS)
     return artwork
 
