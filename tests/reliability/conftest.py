@@ -140,21 +140,15 @@ def terminate_site_connections() -> int:
 
 
 def subprocess_env(settings, *, redis_url: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    """Environment for a site process (a Celery worker) that uses this test's database and ``redis_url``."""
-    from urllib.parse import quote
-
+    """Environment for a site process (a Celery worker) on this test's database, media folder and
+    ``redis_url``."""
     from django.db import connection
 
-    db = connection.settings_dict  # the test database, not the one settings name
-    user = quote(str(db["USER"]), safe="") + (
-        f":{quote(str(db['PASSWORD']), safe='')}" if db["PASSWORD"] else ""
-    )
-    host = quote(str(db["HOST"] or "127.0.0.1"), safe="")
-    env = {
+    return {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "semart_site.settings.test",
-        "DATABASE_URL": f"postgres://{user}@{host}:{db.get('PORT') or 5432}/{db['NAME']}",
+        "DJANGO_SETTINGS_MODULE": "tests.reliability.worker_settings",
+        "SEMART_TEST_DATABASE": str(connection.settings_dict["NAME"]),
+        "SEMART_MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "TEST_REDIS_URL": redis_url,
         "PYTHONUNBUFFERED": "1",
     }
-    return env
