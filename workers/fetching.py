@@ -23,6 +23,10 @@ from workers.pipeline.errors import PermanentStageError, TransientFetchError
 
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 MAX_REDIRECTS = 5
+# The watchdog cuts a connection this long after the deadline, so a server that sends nothing at all still
+# meets the read timeout first (transient: an overloaded server is tried again later), while one that keeps
+# trickling bytes, resetting that timeout, is cut off as too slow (permanent).
+WATCHDOG_GRACE_S = 1.0
 CHUNK = 64 * 1024
 USER_AGENT = "Semart/1.0 (+collection image fetcher)"
 # Servers that do not know what they serve say octet-stream; the bytes are verified by decoding anyway.
@@ -176,8 +180,10 @@ def fetch_bytes(
     """GET a URL with every safety check; raises FetchRefused (permanent) or a transient error.
 
     ``accepted_types`` are Content-Type prefixes (images by default; the importers pass JSON for
-    manifests). ``timeout_s`` bounds the whole fetch, redirects, headers and body included."""
-    watchdog = _Watchdog(time.monotonic() + timeout_s)
+    manifests). ``timeout_s`` bounds the whole fetch, redirects, headers and body included (plus the
+    watchdog's grace)."""
+    deadline = time.monotonic() + timeout_s
+    watchdog = _Watchdog(deadline + WATCHDOG_GRACE_S)
     try:
         return _fetch_hops(
             url,
@@ -186,6 +192,7 @@ def fetch_bytes(
             allowed_hosts=allowed_hosts,
             accepted_types=accepted_types,
             accept=accept,
+            deadline=deadline,
             watchdog=watchdog,
         )
     except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -208,9 +215,9 @@ def _fetch_hops(
     allowed_hosts: list[str],
     accepted_types: tuple[str, ...],
     accept: str,
+    deadline: float,
     watchdog: _Watchdog,
 ) -> FetchedFile:
-    deadline = watchdog.deadline
     for _hop in range(MAX_REDIRECTS + 1):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
