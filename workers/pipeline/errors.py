@@ -18,9 +18,14 @@ class TransientFetchError(Exception):
     """The image server answered 429/5xx or dropped the connection: worth another try later."""
 
 
+class StorageFullError(Exception):
+    """The disk (or quota) holding media is full: worth another try once someone has made room."""
+
+
 # Errors a retry may cure. Anything else is a bug or bad input and fails the step at once.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TransientFetchError,
+    StorageFullError,
     socket.timeout,
     TimeoutError,
     ConnectionResetError,

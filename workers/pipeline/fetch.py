@@ -3,6 +3,8 @@ thumbnail, and record the original's size."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 
 from django.conf import settings
@@ -12,7 +14,7 @@ from django.db import transaction
 from collections_app.models import Artwork, Stage
 from workers.fetching import fetch_bytes
 from workers.imaging import image_normalise, image_to_jpeg
-from workers.pipeline.errors import PermanentStageError
+from workers.pipeline.errors import PermanentStageError, StorageFullError
 from workers.pipeline.state import artwork_lock, invalidate_stages, step_version
 
 IMAGING_VERSION = "imaging@1"
@@ -74,26 +76,43 @@ def stage_fetch(*, artwork_id: int, force: bool = False) -> str:
         max_pixels=settings.SEMART_FETCH["max_pixels"],
         working_long_side=settings.SEMART_FETCH["working_long_side"],
     )
-    with transaction.atomic():
-        artwork = artwork_lock(artwork_id)
-        old_files = [str(f.name) for f in (artwork.working_image, artwork.thumbnail) if f]
-        stem = f"{artwork.pk}_{hashlib.sha1(data).hexdigest()[:12]}"
-        artwork.working_image.save(f"{stem}.jpg", ContentFile(image_to_jpeg(image.working)), save=False)
-        artwork.thumbnail.save(f"{stem}.jpg", ContentFile(image_to_jpeg(image.thumbnail)), save=False)
-        artwork.width, artwork.height = image.original_size
-        artwork.save(update_fields=["working_image", "thumbnail", "width", "height", "updated_at"])
-        # A new picture: everything computed from the old one is out of date.
-        invalidate_stages(
-            artwork_id, [Stage.EMBED, Stage.ENTITIES, Stage.GROUPS, Stage.SCENES, Stage.CAPTIONS]
-        )
-        new_files = {artwork.working_image.name, artwork.thumbnail.name}
-        storage = artwork.working_image.storage
-        stale = [name for name in old_files if name not in new_files]
+    written: list[str] = []
+    storage = artwork.working_image.storage
+    try:
+        with transaction.atomic():
+            artwork = artwork_lock(artwork_id)
+            old_files = [str(f.name) for f in (artwork.working_image, artwork.thumbnail) if f]
+            stem = f"{artwork.pk}_{hashlib.sha1(data).hexdigest()[:12]}"
+            artwork.working_image.save(f"{stem}.jpg", ContentFile(image_to_jpeg(image.working)), save=False)
+            written.append(artwork.working_image.name)
+            artwork.thumbnail.save(f"{stem}.jpg", ContentFile(image_to_jpeg(image.thumbnail)), save=False)
+            written.append(artwork.thumbnail.name)
+            artwork.width, artwork.height = image.original_size
+            artwork.save(update_fields=["working_image", "thumbnail", "width", "height", "updated_at"])
+            # A new picture: everything computed from the old one is out of date.
+            invalidate_stages(
+                artwork_id, [Stage.EMBED, Stage.ENTITIES, Stage.GROUPS, Stage.SCENES, Stage.CAPTIONS]
+            )
+            new_files = {artwork.working_image.name, artwork.thumbnail.name}
+            stale = [name for name in old_files if name not in new_files]
 
-        def delete_stale() -> None:
-            for name in stale:
+            def delete_stale() -> None:
+                for name in stale:
+                    storage.delete(name)
+
+            # Once committed the new files are the artwork's whatever happens next; the old ones go only then:
+            # a rollback must not leave the row pointing at deleted files.
+            transaction.on_commit(written.clear)
+            transaction.on_commit(delete_stale)
+    except Exception as exc:
+        # The row still names the old files (rolled back): the new ones would only take up room.
+        for name in written:
+            with contextlib.suppress(OSError):
                 storage.delete(name)
-
-        # Only once the new names are committed: a rollback must not leave the row pointing at deleted files.
-        transaction.on_commit(delete_stale)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFullError(
+                f"the disk holding media is full: the working copy and thumbnail could not be written "
+                f"({exc.strerror}); make room, then it is retried"
+            ) from exc
+        raise
     return version
