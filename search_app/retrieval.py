@@ -207,6 +207,35 @@ def _artwork_document_sql() -> str:
 
 
 _DETAIL_TEXT = "replace(d.label, '_', ' ') || ' ' || d.caption"
+_ARTWORK_OWN_TEXT = (
+    "coalesce(a2.title, '') || ' ' || coalesce(a2.description, '') || ' ' || coalesce(a2.medium, '') || ' ' "
+    "|| coalesce(a2.classification, '') || ' ' || coalesce(a2.collection, '')"
+)
+
+
+def _artwork_candidates_sql(text: str) -> str:
+    """`` AND a.id IN (...)``: the artworks whose own text, artists or ICONCLASS texts hold any word of the
+    query, found through GIN indexes (migration collections_app 0003), so the full document is built and
+    ranked only for those instead of for every artwork. Exact: a document can match an indexable query only
+    if it holds one of its words. Empty when the query is not indexable (only negated words), which keeps
+    the full scan. Reads ``q.anyq`` and the ``ic`` CTE of lexical_leg's query."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT querytree(websearch_to_tsquery(%s, %s)) <> 'T'", [TS_CONFIG, text])
+        indexable = bool(cursor.fetchone()[0])
+    if not indexable:
+        return ""
+    cfg = f"'{TS_CONFIG}'::regconfig"  # a constant, as in the indexes' expressions
+    anyq = "(SELECT anyq FROM q)"  # an init plan: one value, so the GIN indexes apply
+    return (
+        " AND a.id IN ("
+        "SELECT a2.id FROM collections_app_artwork a2 "
+        f"WHERE to_tsvector({cfg}, {_ARTWORK_OWN_TEXT}) @@ {anyq} "
+        "UNION SELECT aa2.artwork_id FROM collections_app_artwork_artists aa2 "
+        "JOIN collections_app_artist ar2 ON ar2.id = aa2.artist_id "
+        f"WHERE to_tsvector({cfg}, ar2.name) @@ {anyq} "
+        "UNION SELECT a3.id FROM collections_app_artwork a3 WHERE a3.iconclass && ARRAY("
+        f"SELECT ic2.notation FROM ic ic2 WHERE to_tsvector(%(cfg)s, ic2.txt) @@ {anyq})::varchar[])"
+    )
 
 
 def lexical_leg(
@@ -231,12 +260,16 @@ def lexical_leg(
         "SELECT a.id AS artwork_id, NULL::bigint AS detail_id, "
         f"ts_rank_cd({_artwork_document_sql()}, q.tsq) AS rank "
         f"FROM collections_app_artwork a, q WHERE ({_artwork_document_sql()}) @@ q.tsq{within_sql}"
+        f"{_artwork_candidates_sql(text) if within is None else ''}"
         if level == "artworks"
         else "SELECT NULL::bigint AS artwork_id, NULL::bigint AS detail_id, NULL::real AS rank WHERE false"
     )
     sql = (
         "WITH ic(notation, txt) AS (SELECT * FROM unnest(%(notations)s::text[], %(texts)s::text[])), "
-        "q AS (SELECT websearch_to_tsquery(%(cfg)s, %(text)s) AS tsq), "
+        "q AS (SELECT websearch_to_tsquery(%(cfg)s, %(text)s) AS tsq, "
+        # any word of the query: the candidates' prefilter (_artwork_candidates_sql)
+        "coalesce((SELECT string_agg(quote_literal(w), ' | ')::tsquery FROM "
+        "unnest(tsvector_to_array(to_tsvector(%(cfg)s, %(text)s))) w), ''::tsquery) AS anyq), "
         f"art AS ({artwork_part}), "
         "det AS (SELECT d.artwork_id, d.id AS detail_id, "
         f"ts_rank_cd(to_tsvector(%(cfg)s, {_DETAIL_TEXT}), q.tsq) AS rank "
