@@ -95,6 +95,13 @@ class SearchForm(forms.Form):
     medium = TextField(label="Medium", max_length=FILTER_MAX_CHARS)
     collection = TextField(label="Collection", max_length=FILTER_MAX_CHARS)
     like_artwork = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+    # An uploaded picture, by the digest search_by_picture stashed it under (see query_encoding).
+    image = forms.RegexField(
+        regex=r"^[0-9a-f]{64}$",
+        required=False,
+        widget=forms.HiddenInput,
+        error_messages={"invalid": "That is not a picture reference made here. Please upload it again."},
+    )
     offset = forms.IntegerField(required=False, min_value=0, max_value=OFFSET_MAX, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -125,7 +132,8 @@ class SearchForm(forms.Form):
 
     def has_request(self) -> bool:
         """True when the visitor asked for something (text or "more like this"), not just opened the page."""
-        return bool(self.cleaned_data.get("q") or self.cleaned_data.get("like_artwork"))
+        data = self.cleaned_data
+        return bool(data.get("q") or data.get("like_artwork") or data.get("image"))
 
     def filters(self) -> SearchFilters:
         data = self.cleaned_data
@@ -144,6 +152,7 @@ class SearchForm(forms.Form):
         return SearchQuery(
             text=text,
             like_artwork_id=data.get("like_artwork"),
+            like_image=data.get("image") or "",
             level=data["level"],
             filters=self.filters(),
             exclude=exclude,
@@ -159,9 +168,28 @@ class SearchForm(forms.Form):
         else:
             source = {name: self.data.get(name) for name in self.data}
         params: dict[str, str] = {}
-        for name in ("q", "level", *FILTER_FIELDS, "like_artwork"):
+        for name in ("q", "level", *FILTER_FIELDS, "like_artwork", "image"):
             value = changes[name] if name in changes else source.get(name)
             if value in (None, "") or (name == "level" and value == "artworks"):
                 continue
             params[name] = str(value)
         return params
+
+
+class PictureSearchForm(forms.Form):
+    """Search by a picture the visitor uploads: the file goes in a POST, the search itself then runs from a
+    shareable URL naming the stashed picture (``?image=<digest>``)."""
+
+    picture = forms.FileField(label="Search by a picture")
+    level = forms.ChoiceField(choices=LEVEL_CHOICES, required=False)
+
+    def clean_picture(self) -> Any:
+        picture = self.cleaned_data["picture"]
+        limit = settings.SEMART_API["max_upload_bytes"]
+        if picture.size > limit:
+            raise ValidationError(
+                "This picture is %(size)s MB; please send one under %(limit)s MB.",
+                params={"size": round(picture.size / 1e6, 1), "limit": round(limit / 1e6)},
+                code="too_large",
+            )
+        return picture

@@ -58,15 +58,27 @@ class FirstStage:
 def _validate(query: SearchQuery) -> None:
     if query.level not in LEVELS:
         raise QueryError(f"level must be one of {', '.join(LEVELS)}")
-    if not (query.text.strip() or query.like_artwork_id or query.like_detail_id or query.image_bytes):
+    references = [query.image_bytes or query.like_image, query.like_artwork_id, query.like_detail_id]
+    if not (query.text.strip() or any(references)):
         raise QueryError("nothing to search for: give text, an image, or an artwork for 'more like this'")
+    if sum(1 for r in references if r) > 1:
+        raise QueryError("give one picture to search by: an upload, an artwork or a detail")
     if query.limit < 1 or query.offset < 0:
         raise QueryError("limit must be positive and offset not negative")
-    if query.image_bytes:
-        # Not yet: an upload would need its own encode task (tasks never carry images). Say so clearly.
-        raise QueryError(
-            "searching by an uploaded image is not available yet; use 'more like this' on an artwork"
-        )
+
+
+def _stash_upload(query: SearchQuery) -> SearchQuery:
+    """An uploaded picture is validated and stashed once; from here on the query names it by digest."""
+    if not query.image_bytes:
+        return query
+    from search_app.query_encoding import stash_query_image
+    from workers.imaging import ImageRejected
+
+    try:
+        digest = stash_query_image(query.image_bytes)
+    except ImageRejected as error:
+        raise QueryError(f"that picture cannot be searched by: {error}") from error
+    return dataclasses.replace(query, image_bytes=None, like_image=digest)
 
 
 def _normalise(query: SearchQuery) -> tuple[str, tuple[str, ...]]:
@@ -249,6 +261,7 @@ async def search(query: SearchQuery, *, request_key: str | None = None) -> Searc
     """The pipeline for async callers (the pages, /search.json, the API). A new search with the same
     ``request_key`` stops the previous one's rerank; a cancelled call stops its own."""
     _validate(query)
+    query = await sync_to_async(_stash_upload)(query)
     search_id = uuid.uuid4().hex
     if request_key and not request_control.queue_down():
         request_control.supersede(request_key=request_key, search_id=search_id)
@@ -327,6 +340,16 @@ async def _search(query: SearchQuery, *, search_id: str) -> SearchResponse:
         )
         if vector is None:
             degraded.append("that picture has no embedding yet: text matches only")
+    elif query.like_image:
+        from search_app.query_encoding import QueryImageMissing, encode_image_remote
+
+        timeout = float(settings.SEARCH.get("encode_timeout_s", ENCODE_TIMEOUT_S))
+        try:
+            vector = await encode_image_remote(query.like_image, search_id=search_id, timeout_s=timeout)
+        except QueryImageMissing:
+            raise QueryError("the uploaded picture has expired here: please upload it again") from None
+        if vector is None:
+            degraded.append("image encoder unavailable: text and ICONCLASS matches only")
     elif text:
         from search_app.query_encoding import encode_text_remote
 
@@ -379,6 +402,7 @@ async def _rerank_remote(
             "candidates": _rerank_payload(stage.candidates),
             "like_artwork_id": query.like_artwork_id,
             "like_detail_id": query.like_detail_id,
+            "like_image": query.like_image,
         },
         task_id=task_id,
         queue=RERANK_QUEUE,
@@ -400,6 +424,8 @@ def search_sync(query: SearchQuery, *, in_process: bool = False) -> SearchRespon
     if not in_process:
         return async_to_sync(search)(query)
     _validate(query)
+    query = _stash_upload(query)
+    from search_app.query_encoding import QueryImageMissing
     from search_app.reranking import query_vector_here, rerank_run
     from workers.inference.registry import get_reranker
 
@@ -413,12 +439,16 @@ def search_sync(query: SearchQuery, *, in_process: bool = False) -> SearchRespon
         logger.error("no embedder: %s", error)
         model_key, degraded = "", "no image-text model installed: text and ICONCLASS matches only"
     t = time.perf_counter()
-    vector = query_vector_here(
-        text=text,
-        model_key=model_key,
-        like_artwork_id=query.like_artwork_id,
-        like_detail_id=query.like_detail_id,
-    )
+    try:
+        vector = query_vector_here(
+            text=text,
+            model_key=model_key,
+            like_artwork_id=query.like_artwork_id,
+            like_detail_id=query.like_detail_id,
+            like_image=query.like_image,
+        )
+    except QueryImageMissing:
+        raise QueryError("the uploaded picture has expired here: please upload it again") from None
     timings["encode"] = _ms(t)
     t = time.perf_counter()
     stage = first_stage(query, text=text, exclude=exclude, vector=vector, model_key=model_key)

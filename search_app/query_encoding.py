@@ -76,3 +76,104 @@ async def encode_text_remote(text: str, *, search_id: str, timeout_s: float) -> 
         logger.warning("worker encodes with %s, web expects %s", answer.get("model_key"), model_key)
         return None
     return cached_text_vector(text, model_key=model_key)
+
+
+# -- searching by an uploaded picture ------------------------------------------------------------------
+#
+# Tasks never carry pictures. The web process validates the upload, shrinks it to the working size and keeps
+# that JPEG in the cache under its digest; the digest is what travels (in the page's shareable URL too). A
+# worker on the rerank queue reads it from there, embeds it with the image encoder and caches the vector by
+# (model key, digest), so paging and reranking reuse it.
+
+QUERY_IMAGE_TTL_S = 24 * 3600
+QUERY_IMAGE_LONG_SIDE = 768
+
+
+class QueryImageMissing(LookupError):
+    """The picture of this digest is no longer (or never was) in the cache: upload it again."""
+
+
+def _image_key(digest: str) -> str:
+    return f"semart:qimg:{digest}"
+
+
+def _image_vector_key(model_key: str, digest: str) -> str:
+    raw = f"{model_key}\0{digest}".encode()
+    return f"semart:qimgvec:{hashlib.sha256(raw).hexdigest()}"
+
+
+def stash_query_image(data: bytes) -> str:
+    """Validate an uploaded picture (raises workers.imaging.ImageRejected with the reason), keep its
+    working-size JPEG in the cache, and return its digest (hex sha256 of that JPEG)."""
+    from django.conf import settings
+
+    from workers.imaging import image_normalise, image_to_jpeg
+
+    normalised = image_normalise(
+        data, max_pixels=settings.SEMART_FETCH["max_pixels"], working_long_side=QUERY_IMAGE_LONG_SIDE
+    )
+    jpeg = image_to_jpeg(normalised.working)
+    digest = hashlib.sha256(jpeg).hexdigest()
+    cache.set(_image_key(digest), jpeg, QUERY_IMAGE_TTL_S)
+    return digest
+
+
+def query_image_known(digest: str) -> bool:
+    return cache.has_key(_image_key(digest))
+
+
+def cached_image_vector(digest: str, *, model_key: str) -> np.ndarray | None:
+    raw = cache.get(_image_vector_key(model_key, digest))
+    return None if raw is None else np.frombuffer(raw, dtype=np.float32).copy()
+
+
+def encode_image_here(digest: str) -> tuple[np.ndarray, str]:
+    """Embed the stashed picture in this process (a worker or a command): (vector, model_key).
+    Raises QueryImageMissing when the picture has left the cache."""
+    import io
+
+    from PIL import Image
+
+    from workers.inference.registry import get_embedder
+
+    embedder = get_embedder()
+    model_key = embedder.model_key
+    vector = cached_image_vector(digest, model_key=model_key)
+    if vector is None:
+        jpeg = cache.get(_image_key(digest))
+        if jpeg is None:
+            raise QueryImageMissing(digest)
+        with Image.open(io.BytesIO(jpeg)) as image:
+            vector = embedder.embed_images([image.convert("RGB")])[0]
+        cache.set(
+            _image_vector_key(model_key, digest), np.asarray(vector, dtype=np.float32).tobytes(), CACHE_TTL_S
+        )
+    return vector, model_key
+
+
+async def encode_image_remote(digest: str, *, search_id: str, timeout_s: float) -> np.ndarray | None:
+    """Embed the stashed picture through the rerank queue, for the web process. None when no worker
+    answered in time; QueryImageMissing when the picture is gone."""
+    from workers.search_tasks import RERANK_QUEUE, search_encode_image
+
+    model_key = embedder_model_key()
+    raw = await cache.aget(_image_vector_key(model_key, digest))
+    if raw is not None:
+        return np.frombuffer(raw, dtype=np.float32).copy()
+    if not await cache.ahas_key(_image_key(digest)):
+        raise QueryImageMissing(digest)
+    mailbox = request_control.task_ids(search_id)[0]
+    search_encode_image.apply_async(
+        kwargs={"digest": digest, "mailbox": mailbox}, task_id=mailbox, queue=RERANK_QUEUE, expires=timeout_s
+    )
+    answer = await request_control.wait_result(mailbox, timeout_s=timeout_s)
+    if not answer or not answer.get("ok"):
+        if answer and answer.get("missing"):
+            raise QueryImageMissing(digest)
+        if answer:
+            logger.warning("query image encoding failed: %s", answer.get("error"))
+        return None
+    if answer.get("model_key") != model_key:
+        logger.warning("worker encodes with %s, web expects %s", answer.get("model_key"), model_key)
+        return None
+    return cached_image_vector(digest, model_key=model_key)

@@ -84,7 +84,8 @@ def _check_text(params: Mapping[str, str]) -> None:
 
 def query_from_params(params: Mapping[str, str]) -> SearchQuery:
     """A SearchQuery from GET parameters: q, level, artist, year_from, year_to, classification, medium,
-    collection, like_artwork, like_detail, offset, limit. Raises QueryError on values it cannot use."""
+    collection, like_artwork, like_detail, image (an uploaded picture's digest), offset, limit. Raises
+    QueryError on values it cannot use."""
     _check_text(params)
     text, exclude = parse_query_text(params.get("q", ""))
     level = (params.get("level") or "artworks").strip()
@@ -102,7 +103,10 @@ def query_from_params(params: Mapping[str, str]) -> SearchQuery:
         raise QueryError("year_from is after year_to")
     like_artwork_id = _int_param(params, "like_artwork")
     like_detail_id = _int_param(params, "like_detail")
-    if not text and not exclude and like_artwork_id is None and like_detail_id is None:
+    like_image = (params.get("image") or "").strip()
+    if like_image and not re.fullmatch(r"[0-9a-f]{64}", like_image):
+        raise QueryError("image must be the reference of a picture uploaded here (64 hex digits)")
+    if not text and not exclude and like_artwork_id is None and like_detail_id is None and not like_image:
         raise QueryError("type something to look for (or pick an artwork for 'more like this')")
     page_size = int(settings.SEARCH["page_size"])
     limit = _int_param(params, "limit") or page_size
@@ -116,6 +120,7 @@ def query_from_params(params: Mapping[str, str]) -> SearchQuery:
         filters=filters,
         like_artwork_id=like_artwork_id,
         like_detail_id=like_detail_id,
+        like_image=like_image,
         limit=limit,
         offset=offset,
     )

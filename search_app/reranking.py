@@ -125,14 +125,26 @@ def rerank_run(
 
 
 def query_vector_here(
-    *, text: str, model_key: str, like_artwork_id: int | None = None, like_detail_id: int | None = None
+    *,
+    text: str,
+    model_key: str,
+    like_artwork_id: int | None = None,
+    like_detail_id: int | None = None,
+    like_image: str = "",
 ) -> np.ndarray | None:
-    """The query's vector in a worker or command: the reference image's stored vector, else the text's."""
-    from search_app.query_encoding import encode_text_here
+    """The query's vector in a worker or command: the reference image's stored vector, an uploaded
+    picture's (raises QueryImageMissing when it has left the cache), else the text's."""
+    from search_app.query_encoding import encode_image_here, encode_text_here
     from search_app.retrieval import reference_vectors
 
     if not model_key:  # the web side has no embedder either: rerank on words and evidence alone
         return None
+    if like_image:
+        vector, worker_key = encode_image_here(like_image)
+        if worker_key != model_key:
+            logger.warning("worker embeds with %s but the candidates came from %s", worker_key, model_key)
+            return None
+        return vector
     if like_artwork_id is not None or like_detail_id is not None:
         return reference_vectors(
             model_key=model_key, like_artwork_id=like_artwork_id, like_detail_id=like_detail_id
@@ -155,6 +167,7 @@ def rerank_remote_run(
     candidates: Sequence[dict[str, Any]],
     like_artwork_id: int | None = None,
     like_detail_id: int | None = None,
+    like_image: str = "",
 ) -> None:
     """The rerank task's body: score, then post the answer to the request's mailbox. Stops between
     batches once the request has gone (client disconnected, or a newer search from the same visitor)."""
@@ -169,7 +182,11 @@ def rerank_remote_run(
         result = rerank_run(
             text=text,
             query_vector=query_vector_here(
-                text=text, model_key=model_key, like_artwork_id=like_artwork_id, like_detail_id=like_detail_id
+                text=text,
+                model_key=model_key,
+                like_artwork_id=like_artwork_id,
+                like_detail_id=like_detail_id,
+                like_image=like_image,
             ),
             model_key=model_key,
             level=level,

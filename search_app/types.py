@@ -27,6 +27,7 @@ class SearchQuery:
     text: str = ""
     # "More like this": an uploaded image, or an artwork / detail already in the catalogue.
     image_bytes: bytes | None = None
+    like_image: str = ""  # an uploaded picture's digest, once stashed (query_encoding.stash_query_image)
     like_artwork_id: int | None = None
     like_detail_id: int | None = None
     level: str = "artworks"  # one of LEVELS; "details" means every detail level

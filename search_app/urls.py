@@ -7,6 +7,7 @@ app_name = "search"
 urlpatterns = [
     path("", views.search_page, name="home"),
     path("search", views.search_page, name="search"),
+    path("search/by-picture", views.search_by_picture, name="by_picture"),
     path("artworks/<int:pk>/", views.artwork_page, name="artwork"),
     path("search.json", search_json.search_json, name="search_json"),
     # Artworks' pictures from storage, in production too (only image types, only the images' folders).

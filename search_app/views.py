@@ -18,16 +18,16 @@ from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
-from django.views.decorators.http import require_safe
+from django.views.decorators.http import require_POST, require_safe
 
 from collections_app.iconography import subject
 from collections_app.models import Artwork, DetailLevel
 from collections_app.selectors import artwork_details, artwork_get, artwork_list_recent
 from search_app.cards import LEVEL_NAMES, LEVEL_PLURALS, Card, Region, card_from_artwork, card_from_hit
-from search_app.forms import FILTER_FIELDS, LEVEL_CHOICES, SearchForm
+from search_app.forms import FILTER_FIELDS, LEVEL_CHOICES, PictureSearchForm, SearchForm
 from search_app.media import artwork_large_url
 from search_app.types import SearchResponse
 
@@ -145,6 +145,8 @@ async def _run_search(
     from search_app.pipeline import QueryError, parse_query_text, search
 
     like_title = ""
+    if form.cleaned_data.get("image"):
+        like_title = "your picture"
     if form.cleaned_data.get("like_artwork"):
         found = await sync_to_async(_like_title)(form.cleaned_data["like_artwork"])
         if found is None:
@@ -165,6 +167,35 @@ async def _run_search(
         logger.exception("search failed for %r", query)
         return {"state": "error"}, 503
     return _results_context(form, response, text, exclude, like_title), 200
+
+
+@require_POST
+def search_by_picture(request: HttpRequest) -> HttpResponse:
+    """Takes an uploaded picture, keeps a small copy for a day, and sends the visitor to the shareable
+    search URL that names it. A file that is not a readable picture comes back with the reason."""
+    from search_app.query_encoding import stash_query_image
+    from workers.imaging import ImageRejected
+
+    picture_form = PictureSearchForm(request.POST, request.FILES)
+    errors: list[str] = []
+    if picture_form.is_valid():
+        try:
+            digest = stash_query_image(picture_form.cleaned_data["picture"].read())
+        except ImageRejected as error:
+            errors.append(f"That file cannot be searched by: {error}.")
+        else:
+            params = {"image": digest}
+            level = picture_form.cleaned_data.get("level")
+            if level and level != "artworks":
+                params["level"] = level
+            return HttpResponseRedirect(_url(params), status=303)
+    else:
+        errors = [e for field_errors in picture_form.errors.values() for e in field_errors]
+    form = SearchForm({})
+    form.is_valid()
+    context: dict[str, Any] = {"form": form, "cards": [], "state": "invalid", "picture_errors": errors}
+    context.update(_form_context(form))
+    return render(request, "search_app/search.html", context, status=400)
 
 
 def _like_title(artwork_id: int) -> str | None:

@@ -33,6 +33,24 @@ def search_encode_query(*, text: str, mailbox: str) -> None:
     post_result(mailbox, {"ok": True, "model_key": model_key})
 
 
+@shared_task(name="search.encode_image", acks_late=False, soft_time_limit=30, time_limit=60)
+def search_encode_image(*, digest: str, mailbox: str) -> None:
+    """Embed a visitor's uploaded picture (stashed in the cache by the web process under ``digest``)."""
+    from search_app.query_encoding import QueryImageMissing, encode_image_here
+    from search_app.request_control import post_result
+
+    try:
+        _, model_key = encode_image_here(digest)
+    except QueryImageMissing:
+        post_result(mailbox, {"ok": False, "missing": True, "error": "the uploaded picture has expired"})
+        return
+    except Exception as exc:  # the request must hear why instead of waiting for its timeout
+        logger.exception("query image encoding failed")
+        post_result(mailbox, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+        return
+    post_result(mailbox, {"ok": True, "model_key": model_key})
+
+
 @shared_task(name="search.rerank", acks_late=False, soft_time_limit=60, time_limit=90)
 def search_rerank(
     *,
@@ -43,6 +61,7 @@ def search_rerank(
     candidates: list[dict[str, Any]],
     like_artwork_id: int | None = None,
     like_detail_id: int | None = None,
+    like_image: str = "",
 ) -> None:
     from search_app.reranking import rerank_remote_run
 
@@ -54,4 +73,5 @@ def search_rerank(
         candidates=candidates,
         like_artwork_id=like_artwork_id,
         like_detail_id=like_detail_id,
+        like_image=like_image,
     )

@@ -92,9 +92,15 @@ def test_search_validation(api, painting):
     assert_error(api.get("/api/v1/search/?q=lion&limit=0"), 400, "invalid")
     assert_error(api.get("/api/v1/search/?q=lion&level=planet"), 400, "invalid")
     assert_error(api.post("/api/v1/search/", {"like_detail": 999999}, format="json"), 404, "not_found")
-    with painting.open("rb") as fh:  # the pipeline refuses uploads for now: a clear 400, not a crash
-        err = assert_error(api.post("/api/v1/search/", {"image": fh}, format="multipart"), 400, "invalid")
-    assert "upload" in err["details"]["q"][0]
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    html = SimpleUploadedFile("x.jpg", b"<html><body>not a picture</body></html>", content_type="image/jpeg")
+    err = assert_error(api.post("/api/v1/search/", {"image": html}, format="multipart"), 400, "invalid")
+    assert "image" in err["details"]
+    with painting.open("rb") as fh:  # a real picture is taken; no worker embeds it here, and it says so
+        response = api.post("/api/v1/search/", {"image": fh, "rerank": False}, format="multipart")
+    assert response.status_code == 200, response.content
+    assert "image encoder unavailable" in response.json()["degraded"]
 
 
 def test_missing_models_answer_degraded_not_500(api, settings, monkeypatch):

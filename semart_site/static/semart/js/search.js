@@ -217,7 +217,7 @@
   // Switching level re-runs the current search at once; with no query there is nothing to re-run.
   for (const radio of form.querySelectorAll('input[name="level"]')) {
     radio.addEventListener("change", () => {
-      if (form.elements.q.value.trim() || form.elements.like_artwork?.value) form.requestSubmit();
+      if (form.elements.q.value.trim() || form.elements.like_artwork?.value || form.elements.image?.value) form.requestSubmit();
     });
   }
 
