@@ -47,6 +47,9 @@ class StageTask(Task):
     abstract = True
     acks_late = True
     reject_on_worker_lost = True
+    # The pipeline's own limit (SEMART_PIPELINE["max_retries"]) decides, in _retry_or_fail. Celery's default
+    # of 3 would re-raise the error at the 4th retry and leave the step "queued" with nobody to run it.
+    max_retries = None
     stage: str = ""
 
     def run_stage(
@@ -95,7 +98,7 @@ class StageTask(Task):
             step_retrying(artwork_id=artwork_id, stage=self.stage, error=error)
         except TRANSIENT_ERRORS:
             logger.warning("could not record the retry of %s for artwork %s", self.stage, artwork_id)
-        raise self.retry(exc=exc, countdown=countdown, max_retries=None)
+        raise self.retry(exc=exc, countdown=countdown)
 
     def _fail(self, artwork_id: int, error: str) -> None:
         logger.warning("artwork %s: %s stage failed: %s", artwork_id, self.stage, error)
