@@ -1,5 +1,5 @@
 from django.urls import path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from search_app.api import views
 from search_app.api.errors import not_found_view
@@ -18,7 +18,7 @@ urlpatterns = [
     path("iconclass/<path:notation>/", views.IconclassNotationView.as_view(), name="iconclass-notation"),
     path("health/", views.HealthView.as_view(), name="health"),
     path("schema/", SpectacularAPIView.as_view(urlconf="search_app.api.schema_urls"), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
     re_path(r"^(?P<path>[\s\S]*)$", not_found_view),  # [\s\S]: even a path with a newline gets JSON
 ]
