@@ -60,6 +60,16 @@ def _haloed_icons(art_dev: Path, n: int) -> list[dict]:  # type: ignore[type-arg
     raise AssertionError(f"art-dev has fewer than {n} images with a halo box")
 
 
+
+def _wait_for_cards(page, count: int, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    """Polls from Python: the site's CSP (script-src 'self') forbids the eval behind wait_for_function."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while page.locator("#results .card").count() < count:
+        assert time.monotonic() < deadline, f"fewer than {count} cards after {timeout_s} s"
+        page.wait_for_timeout(100)
+
 @pytest.fixture
 def haloed_collection(art_dev: Path) -> list[Artwork]:
     """Artworks with real pictures; each has its labelled halo as an entity detail and the whole picture
@@ -180,7 +190,7 @@ def test_search_scroll_and_open_the_matched_region(
     page.check("#level-details", force=True)  # changing level re-submits the current query
     page.wait_for_url(re.compile(r"q=golden\+halo&level=details"))
     cards = page.locator('#results .card[data-artwork-id]:not([data-artwork-id=""])')
-    page.wait_for_function("document.querySelectorAll('#results .card').length >= 24")
+    _wait_for_cards(page, 24)
     assert any("q=saint" in url for url in aborted), aborted
     assert page.locator("#results-heading").inner_text().startswith("Results for")
     assert cards.count() == 24
@@ -192,7 +202,7 @@ def test_search_scroll_and_open_the_matched_region(
 
     # Scrolling to the end loads the rest from /search.json, with outlines drawn by the script.
     page.locator("[data-more]").scroll_into_view_if_needed()
-    page.wait_for_function(f"document.querySelectorAll('#results .card').length >= {N_ARTWORKS}")
+    _wait_for_cards(page, N_ARTWORKS)
     assert cards.count() == N_ARTWORKS
     assert cards.nth(N_ARTWORKS - 1).locator(".card__region").is_visible()
     ids = [cards.nth(i).get_attribute("data-artwork-id") for i in range(N_ARTWORKS)]
