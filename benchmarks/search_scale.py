@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -540,12 +541,18 @@ def main() -> None:
     parser.add_argument("--label", required=True, help="names the run in the output (artdev, 100k, 1m)")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument(
+        "--api-queries", type=int, default=None, help="fewer API queries (default: --queries)"
+    )
+    parser.add_argument("--rerank-queries", type=int, default=50, help="in-process rerank runs")
+    parser.add_argument("--cancel-trials", type=int, default=30)
     parser.add_argument("--ef", type=int, nargs="+", default=[100, 400], help="hnsw_ef_search values")
     parser.add_argument("--faiss", action="store_true", help="FAISS as configured, for the image vectors")
     parser.add_argument("--faiss-hnsw", action="store_true", help="and FAISS HNSW (slow to build on 2 cores)")
     parser.add_argument("--halfvec", type=int, default=0, help="check halfvec recall on this many vectors")
     parser.add_argument("--parts", nargs="+", default=["legs", "api", "index", "rerank", "cancel"])
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so uvicorn and the worker are stopped too
 
     import django
 
@@ -592,25 +599,35 @@ def main() -> None:
             "SEMART_DATA_DIR": str(settings.SEMART_DATA_DIR),
             "REDIS_URL": settings.REDIS_URL,
         }
+        api_texts = texts[: args.api_queries or len(texts)]
         with services(env) as address:
             if "api" in args.parts:
-                result["api_first_stage"] = api_latency(address, key, texts, rerank=False, warmup=args.warmup)
+                result["api_first_stage"] = api_latency(
+                    address, key, api_texts, rerank=False, warmup=args.warmup
+                )
                 print(
                     f"{args.label}: api first stage {result['api_first_stage']['end_to_end_ms']}",
                     file=sys.stderr,
                 )
-                result["api_with_rerank"] = api_latency(address, key, texts, rerank=True, warmup=args.warmup)
+                result["api_with_rerank"] = api_latency(
+                    address, key, api_texts, rerank=True, warmup=args.warmup
+                )
                 print(
                     f"{args.label}: api rerank {result['api_with_rerank']['end_to_end_ms']}", file=sys.stderr
                 )
             if "cancel" in args.parts:
                 first = result.get("api_first_stage", {}).get("end_to_end_ms", {}).get("p50", 50.0)
                 result["cancellation_through_api"] = cancellation_through_api(
-                    address, key, texts, settings.REDIS_URL, close_after_ms=first * 1.1 + 5, trials=30
+                    address,
+                    key,
+                    texts,
+                    settings.REDIS_URL,
+                    close_after_ms=first * 1.1 + 5,
+                    trials=args.cancel_trials,
                 )
         key_row.delete()
     if "rerank" in args.parts:
-        result["rerank_in_process"] = rerank_and_stop(texts, model_key, 50)
+        result["rerank_in_process"] = rerank_and_stop(texts, model_key, args.rerank_queries)
     if "index" in args.parts:
         result["index_alone"] = {}
         for kind in ("image", "text"):
