@@ -216,7 +216,7 @@ def test_stored_files_are_served_only_as_the_images_they_are(client: Client, art
     assert served.status_code == 200 and served["Content-Type"] == "image/jpeg"
     assert served["X-Content-Type-Options"] == "nosniff"
     assert served["Content-Security-Policy"].startswith("default-src 'none'")
-    assert b"".join(served.streaming_content) == picture
+    assert b"".join(served.streaming_content) == picture  # type: ignore[attr-defined]
     # Whatever else lands in storage (an SVG, an HTML page under an image name) is never served inline.
     media = Path(django_settings.MEDIA_ROOT)
     (media / "artworks" / "drawing.svg").write_text(

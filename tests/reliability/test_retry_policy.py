@@ -40,13 +40,13 @@ def test_only_errors_a_retry_can_cure_are_transient() -> None:
         TimeoutError(),
     ):
         assert isinstance(error, TRANSIENT_ERRORS), error
-    for error in (
+    for permanent in (
         PermanentStageError("corrupt"),
         ModelLoadError("missing"),
         ValueError("bug"),
         OSError(13, "denied"),
     ):
-        assert not isinstance(error, TRANSIENT_ERRORS), error
+        assert not isinstance(permanent, TRANSIENT_ERRORS), permanent
 
 
 @pytest.mark.django_db

@@ -93,7 +93,7 @@ def test_a_worker_killed_mid_stage_loses_nothing(
         pipeline_enqueue(artwork_ids=[artwork.pk])
         # Past the fetch, while a model stage runs (the first one also loads the models: seconds, not ms).
         _wait_for(lambda: running.exclude(stage="fetch").exists(), 45, "no model stage started", log)
-        killed_stage = running.values_list("stage", flat=True).first()
+        killed_stage = str(running.values_list("stage", flat=True).first())
         first.kill()
     finally:
         first.stop()
@@ -109,8 +109,8 @@ def test_a_worker_killed_mid_stage_loses_nothing(
         assert f"{artwork.pk}\tstuck" in out.getvalue()
         _wait_for(
             lambda: (
-                Artwork.objects.get(pk=artwork.pk).status
-                in (ProcessingStatus.PROCESSED, ProcessingStatus.FAILED)
+                str(Artwork.objects.get(pk=artwork.pk).status)
+                in {ProcessingStatus.PROCESSED.value, ProcessingStatus.FAILED.value}
             ),
             45,
             "the artwork did not finish",

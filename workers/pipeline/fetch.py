@@ -84,9 +84,9 @@ def stage_fetch(*, artwork_id: int, force: bool = False) -> str:
             old_files = [str(f.name) for f in (artwork.working_image, artwork.thumbnail) if f]
             stem = f"{artwork.pk}_{hashlib.sha1(data).hexdigest()[:12]}"
             artwork.working_image.save(f"{stem}.jpg", ContentFile(image_to_jpeg(image.working)), save=False)
-            written.append(artwork.working_image.name)
+            written.append(str(artwork.working_image.name))
             artwork.thumbnail.save(f"{stem}.jpg", ContentFile(image_to_jpeg(image.thumbnail)), save=False)
-            written.append(artwork.thumbnail.name)
+            written.append(str(artwork.thumbnail.name))
             artwork.width, artwork.height = image.original_size
             artwork.save(update_fields=["working_image", "thumbnail", "width", "height", "updated_at"])
             # A new picture: everything computed from the old one is out of date.
