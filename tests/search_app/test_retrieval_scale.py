@@ -1,15 +1,20 @@
-"""The full-text leg at scale: its artwork candidates come through GIN indexes (migration collections_app
-0003) instead of a document built for every artwork, and that prefilter loses no match."""
+"""The first stage's legs at scale: the full-text leg's artwork candidates come through GIN indexes
+(migration collections_app 0003) instead of a document built for every artwork, and that prefilter loses no
+match; an unfiltered vector leg over a large collection stops counting rows once it knows it is large."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from django.db import connection
 from django.db.backends.utils import CursorWrapper
 
+from search_app import retrieval
 from search_app.iconclass_expansion import forget_catalogue_notations
-from search_app.retrieval import lexical_leg
+from search_app.retrieval import lexical_leg, vector_leg
+from search_app.types import SearchFilters
 from tests.factories import ArtistFactory, ArtworkFactory, DetailFactory
+from tests.search_app.conftest import MODEL_KEY, embed_artwork
 
 pytestmark = pytest.mark.django_db
 
@@ -59,3 +64,40 @@ def test_the_artwork_candidates_come_through_the_text_indexes(
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "artwork_own_text_fts" in plan
     assert "artist_name_fts" in plan
+
+
+def _count_queries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    counts: list[str] = []
+    execute = CursorWrapper.execute
+
+    def spy(self, sql, params=None):  # type: ignore[no-untyped-def]
+        if sql.startswith("SELECT count(*)"):
+            counts.append(sql)
+        return execute(self, sql, params)
+
+    monkeypatch.setattr(CursorWrapper, "execute", spy)
+    return counts
+
+
+def test_an_unfiltered_leg_counts_a_large_collection_once_and_a_filtered_one_every_time(
+    settings, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    settings.SEARCH = {**settings.SEARCH, "exact_scan_below": 5}
+    monkeypatch.setattr(retrieval, "_known_large", {})
+    rng = np.random.default_rng(5)
+    for i in range(8):
+        embed_artwork(ArtworkFactory(date_begin=1500 + i, date_end=1500 + i), rng.standard_normal(8))
+    counts = _count_queries(monkeypatch)
+    query = rng.standard_normal(8).astype(np.float32)
+    leg = {"vector": query, "model_key": MODEL_KEY, "target": "artwork", "kind": "image", "limit": 3}
+
+    assert len(vector_leg(**leg)) == 3
+    assert len(vector_leg(**leg)) == 3
+    assert len(counts) == 1  # 8 rows >= 5: large, remembered
+    filtered = vector_leg(**leg, filters=SearchFilters(year_from=1506))
+    assert len(filtered) == 2 and len(counts) == 2  # a filter is counted every time (2 rows: exact scan)
+    monkeypatch.setattr(retrieval, "LARGE_KNOWN_FOR_S", -1.0)
+    monkeypatch.setattr(retrieval, "_known_large", {})
+    vector_leg(**leg)
+    vector_leg(**leg)
+    assert len(counts) == 4  # remembered for no time: counted again each time
