@@ -71,11 +71,13 @@ def _workers() -> list[str]:
 
 
 def health_report() -> tuple[dict[str, Any], bool]:
-    """The report and whether the site can serve (database and broker up; workers only degrade it)."""
+    """The report and whether the site can serve. Only the database is vital: with the broker or the workers
+    down, pages and searches still answer (first stage, flagged degraded) and new work waits in the database
+    for ``manage.py reconcile``, so a load balancer must not take every web node out for it."""
     database = _timed(_database)
     broker = _timed(_broker)
     workers = _timed(_workers) if broker.ok else Check(ok=False, ms=0.0, error="broker unreachable")
-    serving = database.ok and broker.ok
+    serving = database.ok
     status = "ok" if serving and workers.ok else ("degraded" if serving else "down")
     checks = {
         name: asdict(c) for name, c in (("database", database), ("broker", broker), ("workers", workers))

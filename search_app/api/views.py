@@ -444,7 +444,8 @@ class HealthView(APIView):
     throttle_classes: list[Any] = []
 
     @extend_schema(
-        summary="Database, broker and workers; 200 when the site can serve, 503 otherwise",
+        summary="Database, broker and workers: 200 while the database answers (status 'degraded' without the "
+        "broker or workers), 503 without it",
         responses={200: s.HealthSerializer, 503: s.HealthSerializer},
     )
     def get(self, request: Request) -> Response:
