@@ -341,7 +341,8 @@ def _trigram_leg(
     artwork_part = (
         "SELECT a.id AS artwork_id, NULL::bigint AS detail_id, "
         "word_similarity(%(text)s, a.title || ' ' || a.description) AS sim FROM collections_app_artwork a "
-        "WHERE word_similarity(%(text)s, a.title || ' ' || a.description) >= %(min)s"
+        "WHERE %(text)s <%% (a.title || ' ' || a.description) "
+        "AND word_similarity(%(text)s, a.title || ' ' || a.description) >= %(min)s"
         f"{within_sql}{filter_sql} "
         "UNION ALL "
         if level == "artworks"
@@ -354,6 +355,7 @@ def _trigram_leg(
         f"word_similarity(%(text)s, {_DETAIL_TEXT}) AS sim FROM collections_app_detail d "
         "JOIN collections_app_artwork a ON a.id = d.artwork_id "
         f"WHERE d.review_state <> 'hidden' AND d.level = ANY(%(levels)s) "
+        f"AND %(text)s <%% ({_DETAIL_TEXT}) "
         f"AND word_similarity(%(text)s, {_DETAIL_TEXT}) >= %(min)s{within_sql}{filter_sql}) s "
         "ORDER BY artwork_id, sim DESC"
     )
@@ -364,7 +366,12 @@ def _trigram_leg(
         "within": list(within) if within is not None else None,
         **filter_named,
     }
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        # ``<%`` finds candidates through the trigram indexes (migration collections_app 0004) at this
+        # threshold, a hair under TRIGRAM_MIN so it never drops a row the exact test above keeps.
+        cursor.execute(
+            "SELECT set_config('pg_trgm.word_similarity_threshold', %s, true)", [str(TRIGRAM_MIN - 1e-6)]
+        )
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     rows.sort(key=lambda r: (-r[2], r[0]))

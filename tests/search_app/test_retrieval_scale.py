@@ -101,3 +101,28 @@ def test_an_unfiltered_leg_counts_a_large_collection_once_and_a_filtered_one_eve
     vector_leg(**leg)
     vector_leg(**leg)
     assert len(counts) == 4  # remembered for no time: counted again each time
+
+
+def test_the_trigram_fallback_comes_through_its_indexes_and_keeps_misspellings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    forget_catalogue_notations()
+    jerome = ArtworkFactory(title="Saint Jerome in his study")
+    DetailFactory(artwork=ArtworkFactory(title="Untitled"), label="skull", caption="a skull on a desk")
+    seen: list[tuple[str, object]] = []
+    execute = CursorWrapper.execute
+
+    def spy(self, sql, params=None):  # type: ignore[no-untyped-def]
+        if "DISTINCT ON" in sql and "word_similarity(" in sql:
+            seen.append((sql, params))
+        return execute(self, sql, params)
+
+    monkeypatch.setattr(CursorWrapper, "execute", spy)
+    assert [h.artwork_id for h in lexical_leg(text="Jerom studdy", limit=10)] == [jerome.pk]
+    monkeypatch.undo()
+    sql, params = seen[0]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "artwork_title_description_trgm" in plan  # (details: a few rows, the planner takes other indexes)
