@@ -147,7 +147,7 @@ class DateRangeFilter(admin.ListFilter):
     def has_output(self) -> bool:
         return True
 
-    def expected_parameters(self) -> list[str]:
+    def expected_parameters(self) -> list[str | None]:
         return list(self.parameters)
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Artwork]) -> QuerySet[Artwork]:
@@ -174,8 +174,11 @@ class DateRangeFilter(admin.ListFilter):
 
     def form_context(self, changelist: Any) -> dict[str, Any]:
         keep = {k: v for k, v in changelist.params.items() if k not in self.parameters and k != "p"}
-        return {"keep": keep, "year_from": self.used_parameters.get("year_from", ""),
-                "year_to": self.used_parameters.get("year_to", "")}
+        return {
+            "keep": keep,
+            "year_from": self.used_parameters.get("year_from", ""),
+            "year_to": self.used_parameters.get("year_to", ""),
+        }
 
 
 class ArtistFilter(admin.SimpleListFilter):
@@ -370,8 +373,16 @@ class ArtworkAdmin(admin.ModelAdmin):
             "Record",
             {
                 "fields": (
-                    ("source", "source_id"), "accession_number", "collection", "medium", "dimensions",
-                    "description", "credit_line", "licence", "source_url", "iconclass",
+                    ("source", "source_id"),
+                    "accession_number",
+                    "collection",
+                    "medium",
+                    "dimensions",
+                    "description",
+                    "credit_line",
+                    "licence",
+                    "source_url",
+                    "iconclass",
                 )
             },
         ),
@@ -480,7 +491,14 @@ def _review_many(
 @admin.register(Detail)
 class DetailAdmin(admin.ModelAdmin):
     list_display = (
-        "id", "artwork", "level", "label", "short_caption", "confidence", "review_state", "model_key"
+        "id",
+        "artwork",
+        "level",
+        "label",
+        "short_caption",
+        "confidence",
+        "review_state",
+        "model_key",
     )
     list_display_links = ("id", "label")
     list_filter = ("level", "review_state", "model_key")
@@ -568,7 +586,7 @@ class ArtworkEmbeddingAdmin(EmbeddingAdmin):
 @admin.register(DetailEmbedding)
 class DetailEmbeddingAdmin(EmbeddingAdmin):
     list_display = ("detail", "artwork", "level", "model_key", "kind", "dim", "created_at")
-    list_select_related = ("artwork", "detail")
-    list_filter = ("model_key", "kind", "level")
+    list_select_related = ("artwork", "detail")  # type: ignore[assignment]
+    list_filter = ("model_key", "kind", "level")  # type: ignore[assignment]
     fields = ("detail", "artwork", "level", "model_key", "kind", "dim", "created_at")
     readonly_fields = fields

@@ -96,12 +96,15 @@ def artist_get_or_create(*, name: str, source: str = "local", source_id: str = "
             artist.name = name
             artist.save(update_fields=["name", "updated_at"])
         return artist
-    artist, _ = Artist.objects.get_or_create(source=source, name=name, source_id="", defaults={"sort_name": name})
+    artist, _ = Artist.objects.get_or_create(
+        source=source, name=name, source_id="", defaults={"sort_name": name}
+    )
     return artist
 
 
 def _split_iconclass(notations: list[str]) -> tuple[list[str], list[str]]:
-    valid, invalid = [], []
+    valid: list[str] = []
+    invalid: list[str] = []
     for n in notations:
         n = normalise_notation(n)
         if not n:
@@ -169,7 +172,9 @@ def artwork_upsert(
     artwork.save()
 
     if data.artists:
-        artwork.artists.set([artist_get_or_create(name=n, source=data.source) for n in data.artists if n.strip()])
+        artwork.artists.set(
+            [artist_get_or_create(name=n, source=data.source) for n in data.artists if n.strip()]
+        )
 
     if image_changed and queue_processing and artwork.has_image_source():
         artwork_queue_processing(artwork_ids=[artwork.pk], force=not created)
@@ -185,7 +190,9 @@ def _image_check(image_bytes: bytes) -> None:
         raise ValidationError({"image": [str(exc)]}) from exc
 
 
-def artwork_queue_processing(*, artwork_ids: list[int], force: bool = False, stages: list[str] | None = None) -> int:
+def artwork_queue_processing(
+    *, artwork_ids: list[int], force: bool = False, stages: list[str] | None = None
+) -> int:
     """Queue the vision pipeline for these artworks once the current transaction commits.
 
     ``force`` recomputes stages already done (after the image changed); otherwise a run only fills in what is

@@ -37,7 +37,7 @@ class Dataset:
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise EvaluationInputError(f"{path}: no such file")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -53,8 +53,8 @@ def load_dataset(
 ) -> Dataset:
     """Read the files. ``metadata`` (default: metadata.csv beside the queries) gives the pools' images."""
     query_rows = _read_jsonl(queries)
-    for number, row in enumerate(query_rows, start=1):
-        missing = {"qid", "type", "query"} - row.keys()
+    for number, query_row in enumerate(query_rows, start=1):
+        missing = {"qid", "type", "query"} - query_row.keys()
         if missing:
             raise EvaluationInputError(f"{queries}:{number}: missing {', '.join(sorted(missing))}")
     if not qrels.is_file():
@@ -76,18 +76,19 @@ def load_dataset(
                 judged[row[0]].add(row[1])
     region_map: dict[str, dict[str, list[list[float]]]] = defaultdict(lambda: defaultdict(list))
     if regions is not None:
-        for row in _read_jsonl(regions):
-            region_map[row["qid"]][row["image_id"]].append([float(v) for v in row["bbox_rel_xywh"]])
+        for region in _read_jsonl(regions):
+            boxes = region_map[region["qid"]][region["image_id"]]
+            boxes.append([float(v) for v in region["bbox_rel_xywh"]])
     dataset = Dataset(
         queries=query_rows, qrels=dict(judged), regions={k: dict(v) for k, v in region_map.items()}
     )
     metadata = metadata or queries.parent / "metadata.csv"
     if metadata.is_file():
         with metadata.open(encoding="utf-8", newline="") as handle:
-            for row in csv.DictReader(handle):
-                image_id = row.get("id") or row.get("source_id") or ""
+            for record in csv.DictReader(handle):
+                image_id = record.get("id") or record.get("source_id") or ""
                 dataset.all_ids.add(image_id)
-                if int(float(row.get("n_boxes") or 0)) > 0:
+                if int(float(record.get("n_boxes") or 0)) > 0:
                     dataset.box_ids.add(image_id)
     elif any(q.get("judged_pool") == "box_annotated_images" for q in query_rows):
         raise EvaluationInputError(f"{metadata}: needed to know which images have boxes (pass --metadata)")

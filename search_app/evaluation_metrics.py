@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 REGION_IOU = 0.3
 
@@ -62,8 +62,8 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
 
 def region_hit_rate(
     ranking: Sequence[str],
-    regions: dict[str, Sequence[float]],
-    truth: dict[str, list[Sequence[float]]],
+    regions: Mapping[str, Sequence[float]],
+    truth: Mapping[str, Sequence[Sequence[float]]],
     *,
     k: int = 10,
     threshold: float = REGION_IOU,

@@ -65,7 +65,7 @@ class TextField(forms.CharField):
         )
 
     def to_python(self, value: Any) -> str:
-        text = super().to_python(value)
+        text = super().to_python(value) or ""
         _reject_control_characters(text)
         return " ".join(text.split())
 
@@ -119,7 +119,7 @@ class SearchForm(forms.Form):
         return self.cleaned_data.get("level") or "artworks"
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         year_from, year_to = data.get("year_from"), data.get("year_to")
         if year_from is not None and year_to is not None and year_from > year_to:
             self.add_error("year_to", "The end year comes before the start year.")

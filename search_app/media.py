@@ -45,7 +45,7 @@ def artwork_thumbnail_url(artwork: Artwork) -> str:
         return str(artwork.working_image.url)
     if artwork.iiif_url:
         return _iiif(artwork, IIIF_THUMBNAIL_SIZE)
-    if artwork.image and _displayable(artwork.image.name):
+    if artwork.image and _displayable(artwork.image.name or ""):
         return str(artwork.image.url)
     return artwork.image_url
 
@@ -54,7 +54,7 @@ def artwork_large_url(artwork: Artwork) -> str:
     """The picture for the artwork page: the working copy (normalised, web-sized), else the original."""
     if artwork.working_image:
         return str(artwork.working_image.url)
-    if artwork.image and _displayable(artwork.image.name):
+    if artwork.image and _displayable(artwork.image.name or ""):
         return str(artwork.image.url)
     if artwork.iiif_url:
         return _iiif(artwork, IIIF_LARGE_SIZE)

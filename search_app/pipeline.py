@@ -365,7 +365,7 @@ async def _search(query: SearchQuery, *, search_id: str) -> SearchResponse:
     )
     timings["candidates"] = _ms(t)
 
-    rerank: dict[str, Any] | None = None
+    rerank = None
     if query.rerank and stage.candidates:
         t = time.perf_counter()
         rerank = await _rerank_remote(query, stage, search_id=search_id, text=text, model_key=model_key)

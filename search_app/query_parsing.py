@@ -48,7 +48,7 @@ def parse_query_text(raw: str) -> tuple[str, tuple[str, ...]]:
         return " "
 
     text = _NEGATION.sub(take_negation, text)
-    cleaned = []
+    cleaned: list[str] = []
     for phrase in exclusions:
         phrase = _ARTICLE.sub("", phrase.strip(" \"'")).strip()
         if phrase and phrase.lower() not in (p.lower() for p in cleaned):

@@ -95,7 +95,7 @@ def supersede(*, request_key: str, search_id: str) -> str | None:
     except QUEUE_ERRORS as error:
         queue_failed(error)
         return None
-    previous_id = previous.decode() if previous else None
+    previous_id = previous.decode() if isinstance(previous, bytes) else None
     if previous_id and previous_id != search_id:
         request_stop(previous_id)
     return previous_id

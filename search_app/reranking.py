@@ -47,10 +47,10 @@ def build_rerank_candidates(
     if level == "artworks":
         for e in ArtworkEmbedding.objects.filter(artwork_id__in=ids, model_key=model_key, kind="image"):
             region_rows[e.artwork_id].append((None, e))
-    for e in DetailEmbedding.objects.filter(
+    for de in DetailEmbedding.objects.filter(
         artwork_id__in=ids, model_key=model_key, level__in=levels
     ).exclude(detail__review_state="hidden"):
-        region_rows[e.artwork_id].append((e.detail_id, e))
+        region_rows[de.artwork_id].append((de.detail_id, de))
 
     out: list[RerankCandidate] = []
     region_ids: dict[str, list[int | None]] = {}

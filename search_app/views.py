@@ -190,7 +190,7 @@ def search_by_picture(request: HttpRequest) -> HttpResponse:
                 params["level"] = level
             return HttpResponseRedirect(_url(params), status=303)
     else:
-        errors = [e for field_errors in picture_form.errors.values() for e in field_errors]
+        errors = [str(e) for field_errors in picture_form.errors.values() for e in field_errors]
     form = SearchForm({})
     form.is_valid()
     context: dict[str, Any] = {"form": form, "cards": [], "state": "invalid", "picture_errors": errors}

@@ -36,11 +36,12 @@ BACKENDS: dict[str, dict[str, str]] = {
         "qwen3-vl-reranker": "workers.inference.production.qwen3vl.Qwen3VLReranker",
     },
 }
+# The roles are abstract classes, only used with issubclass (mypy wants concrete ones in type[...]).
 ROLE_CLASSES: dict[str, type[Model]] = {
-    "embedder": Embedder,
-    "detector": Detector,
-    "captioner": Captioner,
-    "reranker": Reranker,
+    "embedder": Embedder,  # type: ignore[type-abstract]
+    "detector": Detector,  # type: ignore[type-abstract]
+    "captioner": Captioner,  # type: ignore[type-abstract]
+    "reranker": Reranker,  # type: ignore[type-abstract]
 }
 
 
@@ -48,7 +49,9 @@ def backend_class(role: str, key: str) -> type[Model]:
     try:
         dotted = BACKENDS[role][key]
     except KeyError:
-        raise ValueError(f"no {role} backend {key!r}; choose one of {sorted(BACKENDS.get(role, {}))}") from None
+        raise ValueError(
+            f"no {role} backend {key!r}; choose one of {sorted(BACKENDS.get(role, {}))}"
+        ) from None
     module, _, name = dotted.rpartition(".")
     cls = getattr(import_module(module), name)
     if not issubclass(cls, ROLE_CLASSES[role]):
