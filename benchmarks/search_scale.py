@@ -129,10 +129,15 @@ class StoredVectors:
         norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
         self.vectors /= np.maximum(norms, 1e-12)
 
-    def exact(self, query: np.ndarray, k: int) -> np.ndarray:
-        scores = self.vectors @ query
-        top = np.argpartition(-scores, k)[:k]
-        return self.detail_ids[top[np.argsort(-scores[top])]]
+    def exact(self, queries: np.ndarray, k: int) -> list[np.ndarray]:
+        """Detail ids of the exact top ``k`` of each query, best first (one matrix product per 64 queries)."""
+        out = []
+        for start in range(0, len(queries), 64):
+            scores = self.vectors @ queries[start : start + 64].T
+            for column in scores.T:
+                top = np.argpartition(-column, k)[:k]
+                out.append(self.detail_ids[top[np.argsort(-column[top])]])
+        return out
 
 
 def query_vectors(kind: str, texts: list[str], encoded: dict[str, np.ndarray], n: int) -> np.ndarray:
@@ -184,7 +189,7 @@ def index_alone(
     use_faiss: bool,
     faiss_hnsw: bool,
 ) -> dict[str, Any]:
-    truth = [stored.exact(q, 64) for q in queries]
+    truth = stored.exact(queries, 64)
     out: dict[str, Any] = {"vectors": len(stored.vectors), "queries": len(queries)}
 
     # Brute force: the physical reference, float32 rows, one query at a time.
@@ -212,7 +217,7 @@ def index_alone(
                 statistics.fmean(recall(f, t, 64) for f, t in zip(rows, truth, strict=True)), 4
             ),
         }
-    if use_faiss:
+    if use_faiss or faiss_hnsw:
         out.update(
             faiss_alone(
                 stored=stored,
@@ -220,6 +225,7 @@ def index_alone(
                 truth=truth,
                 model_key=model_key,
                 kind=kind,
+                configured=use_faiss,
                 with_hnsw=faiss_hnsw,
             )
         )
@@ -233,6 +239,7 @@ def faiss_alone(
     truth: list[np.ndarray],
     model_key: str,
     kind: str,
+    configured: bool,
     with_hnsw: bool,
 ) -> dict[str, Any]:
     """FAISS as ``faiss_index`` builds it for this many vectors (flat, or IVF with its nprobe), and an
@@ -242,18 +249,22 @@ def faiss_alone(
     from search_app.faiss_index import VectorIndex
 
     out: dict[str, Any] = {}
-    candidates = {
-        "faiss_as_configured": VectorIndex(target="detail", model_key=model_key, kind=kind, dim=DIM)
-    }
-    for name, vi in candidates.items():
+    if configured:
         t = time.perf_counter()
-        index = vi._new_index(len(stored.vectors))
+        index = VectorIndex(target="detail", model_key=model_key, kind=kind, dim=DIM)._new_index(
+            len(stored.vectors)
+        )
         if not index.is_trained:
             index.train(stored.vectors)
         index.add_with_ids(stored.vectors, stored.detail_ids.astype(np.int64))
         build_s = time.perf_counter() - t
-        out[name] = _faiss_measure(index, queries, truth, build_s, faiss)
-        out[name]["type"] = type(index).__name__
+        out["faiss_as_configured"] = _faiss_measure(index, queries, truth, build_s, faiss)
+        out["faiss_as_configured"]["type"] = type(index).__name__
+        if hasattr(index, "nprobe"):  # IVF: what more probes buy
+            out["faiss_as_configured"]["nprobe"] = index.nprobe
+            for nprobe in (128, 512):
+                index.nprobe = nprobe
+                out[f"faiss_ivf_nprobe{nprobe}"] = _faiss_measure(index, queries, truth, build_s, faiss)
         del index
     if not with_hnsw:
         return out
@@ -550,7 +561,10 @@ def main() -> None:
     parser.add_argument("--faiss", action="store_true", help="FAISS as configured, for the image vectors")
     parser.add_argument("--faiss-hnsw", action="store_true", help="and FAISS HNSW (slow to build on 2 cores)")
     parser.add_argument("--halfvec", type=int, default=0, help="check halfvec recall on this many vectors")
-    parser.add_argument("--parts", nargs="+", default=["legs", "api", "index", "rerank", "cancel"])
+    parser.add_argument(
+        "--parts", nargs="+", default=["index", "legs", "rerank", "api", "cancel"], help="run in this order"
+    )
+    parser.add_argument("--out", type=Path, help="also write the JSON here, after every part")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so uvicorn and the worker are stopped too
 
@@ -583,14 +597,10 @@ def main() -> None:
     result["encode_in_process_ms_first_call_cached_after"] = stats(encode_ms)
     print(f"{args.label}: encoded {len(encoded)} texts", file=sys.stderr, flush=True)
 
-    if "legs" in args.parts:
+    def legs() -> None:
         result["first_stage_legs_in_process"] = per_leg(texts[:50], model_key)
-        print(
-            f"{args.label}: legs {json.dumps(result['first_stage_legs_in_process'])}",
-            file=sys.stderr,
-            flush=True,
-        )
-    if "api" in args.parts or "cancel" in args.parts:
+
+    def api_and_cancel() -> None:
         key_row, key = api_key_create(
             name=f"bench-{args.label}-{int(time.time())}", scopes=["read"], rate="1000000/minute"
         )
@@ -602,19 +612,11 @@ def main() -> None:
         api_texts = texts[: args.api_queries or len(texts)]
         with services(env) as address:
             if "api" in args.parts:
-                result["api_first_stage"] = api_latency(
-                    address, key, api_texts, rerank=False, warmup=args.warmup
-                )
-                print(
-                    f"{args.label}: api first stage {result['api_first_stage']['end_to_end_ms']}",
-                    file=sys.stderr,
-                )
-                result["api_with_rerank"] = api_latency(
-                    address, key, api_texts, rerank=True, warmup=args.warmup
-                )
-                print(
-                    f"{args.label}: api rerank {result['api_with_rerank']['end_to_end_ms']}", file=sys.stderr
-                )
+                for name, rerank in (("api_first_stage", False), ("api_with_rerank", True)):
+                    result[name] = api_latency(address, key, api_texts, rerank=rerank, warmup=args.warmup)
+                    print(
+                        f"{args.label}: {name} {result[name]['end_to_end_ms']}", file=sys.stderr, flush=True
+                    )
             if "cancel" in args.parts:
                 first = result.get("api_first_stage", {}).get("end_to_end_ms", {}).get("p50", 50.0)
                 result["cancellation_through_api"] = cancellation_through_api(
@@ -626,26 +628,41 @@ def main() -> None:
                     trials=args.cancel_trials,
                 )
         key_row.delete()
-    if "rerank" in args.parts:
+
+    def rerank() -> None:
         result["rerank_in_process"] = rerank_and_stop(texts, model_key, args.rerank_queries)
-    if "index" in args.parts:
+
+    def index() -> None:
         result["index_alone"] = {}
         for kind in ("image", "text"):
             stored = StoredVectors(kind, model_key)
-            queries = query_vectors(kind, texts, encoded, args.queries)
             result["index_alone"][kind] = index_alone(
                 stored=stored,
-                queries=queries,
+                queries=query_vectors(kind, texts, encoded, args.queries),
                 model_key=model_key,
                 kind=kind,
                 efs=args.ef,
                 use_faiss=args.faiss and kind == "image",  # the text vectors' index is built the same way
-                faiss_hnsw=args.faiss_hnsw,
+                faiss_hnsw=args.faiss_hnsw and kind == "image",
             )
-            print(f"{args.label}: index {kind} done", file=sys.stderr, flush=True)
             del stored
+
+    parts: dict[str, Callable[[], None]] = {
+        "legs": legs, "api": api_and_cancel, "cancel": api_and_cancel, "rerank": rerank, "index": index
+    }  # fmt: skip
+    done: set[Callable[[], None]] = set()
+    for name in args.parts:  # in the order given; partial results are kept if a later part is stopped
+        if parts[name] in done:
+            continue
+        parts[name]()
+        done.add(parts[name])
+        print(f"{args.label}: {name} done", file=sys.stderr, flush=True)
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=1))
     if args.halfvec:
         result["halfvec_vs_float32_exact"] = halfvec_recall(args.halfvec)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 
 
