@@ -192,6 +192,7 @@ class Sampler(threading.Thread):
         self.machine_cpu: list[float] = []
         self.queue: list[int] = []
         self.connections: list[int] = []
+        self.refused = 0  # samples that could not connect to PostgreSQL
 
     def _processes(self, pids: list[int]) -> list[Any]:
         found = []
@@ -227,17 +228,23 @@ class Sampler(threading.Thread):
             before, last = now_cpu, now
             self.machine_cpu.append(self.psutil.cpu_percent() * self.psutil.cpu_count())
             self.queue.append(int(self.redis.llen("rerank")))
-            self.connections.append(self._client_backends())
+            if (backends := self._client_backends()) is not None:
+                self.connections.append(backends)
         from django.db import connection
 
         connection.close()
 
-    def _client_backends(self) -> int:
-        from django.db import connection
+    def _client_backends(self) -> int | None:
+        from django.db import DatabaseError, connection
 
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
-            row = cursor.fetchone()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
+                row = cursor.fetchone()
+        except DatabaseError:  # e.g. "too many clients": the server is full, which is what we look for
+            self.refused += 1
+            connection.close()
+            return None
         return int(row[0]) - 1 if row else 0  # less this sampler's own
 
     def summary(self) -> dict[str, Any]:
@@ -249,6 +256,7 @@ class Sampler(threading.Thread):
             | {"machine_all_processes": mean(self.machine_cpu)},
             "rerank_queue_depth_max": max(self.queue, default=0),
             "postgres_client_connections_max": max(self.connections, default=0),
+            "postgres_samples_refused": self.refused,
         }
 
 
