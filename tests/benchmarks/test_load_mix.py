@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from collections_app.models import Artwork
 from search_app.api.services import api_key_create
 from tests.factories import ArtworkFactory
 
@@ -70,7 +71,8 @@ def live_site(transactional_db, redis_client, settings) -> Iterator[str]:  # typ
 def test_every_request_of_the_mix_answers_and_degraded_answers_are_counted_apart(
     live_site: str, art_dev: Path, tmp_path: Path
 ) -> None:
-    ids = [ArtworkFactory(title=f"Saint Jerome with a lion {n}").pk for n in range(30)]
+    artworks: list[Artwork] = ArtworkFactory.create_batch(30, title="Saint Jerome with a lion")
+    ids = [artwork.pk for artwork in artworks]
     _, raw_key = api_key_create(name="load smoke", scopes=["read"])
     quality = tmp_path / "quality.json"
     subprocess.run(
