@@ -44,7 +44,6 @@ def embedded_postgres_settings(data_dir: Path, *, database: str = EMBEDDED_DATAB
         "PASSWORD": "",
         "HOST": host,
         "PORT": "",
-        "CONN_MAX_AGE": 60,
         "CONN_HEALTH_CHECKS": True,
     }
 
@@ -64,7 +63,9 @@ def redis_answers(url: str, *, timeout: float = 0.5) -> bool:
                 sock.settimeout(timeout)
                 sock.connect(parsed.path)
         else:
-            with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=timeout):
+            with socket.create_connection(
+                (parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=timeout
+            ):
                 pass
     except OSError:
         return False

@@ -74,10 +74,14 @@ TEMPLATES = [
 # DATABASE_URL selects any PostgreSQL with pgvector; without it the embedded server starts.
 if env("DATABASE_URL", default=""):
     DATABASES = {"default": env.db("DATABASE_URL")}
-    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
     DATABASES = {"default": embedded_postgres_settings(SEMART_DATA_DIR)}
+# The site runs under ASGI, where a kept connection belongs to a short-lived thread and lingers after it:
+# benchmarks/load_test.py saw ~100 open at 16-32 users, then "too many clients already". So each request
+# closes its own (Django's advice for async); a pooler (PgBouncer) in front of PostgreSQL is the production
+# answer to connection cost (docs/scaling.md).
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

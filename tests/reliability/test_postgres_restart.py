@@ -71,7 +71,42 @@ def _with_picture(art_dev: Path, index: int = 0) -> Artwork:
     return artwork
 
 
-def test_the_next_request_after_a_restart_is_served(live_site: str, redis_client) -> None:  # type: ignore[no-untyped-def]
+def test_the_site_keeps_no_connection_between_requests(live_site: str, redis_client) -> None:  # type: ignore[no-untyped-def]
+    # Under ASGI a kept connection belongs to a short-lived thread and lingers: each request closes its own.
+    artwork = ArtworkFactory(title="Nothing kept")
+    before = _other_sessions()  # earlier tests' helpers may still hold some: count what the requests add
+    with httpx.Client(base_url=live_site, timeout=30) as http:
+        for _ in range(5):
+            assert http.get(f"/artworks/{artwork.pk}/").status_code == 200
+            assert http.get(f"/api/v1/artworks/{artwork.pk}/").status_code == 200
+    deadline = time.monotonic() + 3  # the last request's connection closes just after its response is sent
+    while _other_sessions() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _other_sessions() <= before
+
+
+def _other_sessions() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.fixture
+def kept_connections() -> Iterator[None]:
+    """Connections kept between requests, as a deployment may choose (DATABASE_CONN_MAX_AGE, under WSGI)."""
+    from django.db import connections
+
+    connections.settings["default"]["CONN_MAX_AGE"] = 60
+    yield
+    connections.settings["default"]["CONN_MAX_AGE"] = 0
+
+
+def test_the_next_request_after_a_restart_is_served(live_site: str, redis_client, kept_connections) -> None:  # type: ignore[no-untyped-def]
     artwork = ArtworkFactory(title="Kept across the restart")
     with httpx.Client(base_url=live_site, timeout=30) as http:
         assert http.get(f"/artworks/{artwork.pk}/").status_code == 200
