@@ -12,6 +12,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import psycopg
+from django.db import connection
+from django.db.models import QuerySet
 
 from collections_app.models import Artwork, ArtworkEmbedding, Detail, DetailEmbedding
 from search_app.iconclass_expansion import notation_text
@@ -21,13 +24,22 @@ from workers.inference.base import RerankCandidate, Reranker
 logger = logging.getLogger(__name__)
 
 
-def _as_list(value: Any) -> Any:
-    """pgvector gives a HalfVector or a plain list depending on the version; both become rows."""
-    return value.to_list() if hasattr(value, "to_list") else value
+def _vectors(rows: Sequence[np.ndarray]) -> np.ndarray:
+    return np.stack(rows).astype(np.float32, copy=False)
 
 
-def _vectors(rows: Sequence[Any]) -> np.ndarray:
-    return np.asarray([_as_list(r.vector) for r in rows], dtype=np.float32)
+def _halfvec_rows(queryset: QuerySet[Any], *fields: str) -> list[tuple[Any, ...]]:
+    """``values_list(*fields, "vector")`` of an embedding queryset, the vector read in PostgreSQL's binary
+    format. The ORM reads halfvec as text and parses it in Python: 80% of a rerank's time at 64 candidates
+    (~2,000 vectors, ~0.8 s), against a few milliseconds this way."""
+    sql, params = queryset.values_list(*fields, "vector").query.sql_with_params()
+    connection.ensure_connection()
+    # Django's cursors bind on the client, which has no binary results; a plain psycopg cursor has them.
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, binary=True)
+        rows = cursor.fetchall()
+    # halfvec's binary form: int16 dim, int16 unused, then dim IEEE half floats, big-endian.
+    return [(*row[:-1], np.frombuffer(row[-1], dtype=">f2", offset=4).astype(np.float32)) for row in rows]
 
 
 def build_rerank_candidates(
@@ -40,17 +52,22 @@ def build_rerank_candidates(
     levels = list(detail_levels(level))
     details: dict[int, list[Detail]] = defaultdict(list)
     for d in (
-        Detail.objects.visible().filter(artwork_id__in=ids, level__in=levels).order_by("artwork_id", "id")
+        Detail.objects.visible()
+        .filter(artwork_id__in=ids, level__in=levels)
+        .only("id", "artwork_id", "label", "caption")
+        .order_by("artwork_id", "id")
     ):
         details[d.artwork_id].append(d)
-    region_rows: dict[int, list[tuple[int | None, Any]]] = defaultdict(list)
+    region_rows: dict[int, list[tuple[int | None, np.ndarray]]] = defaultdict(list)
     if level == "artworks":
-        for e in ArtworkEmbedding.objects.filter(artwork_id__in=ids, model_key=model_key, kind="image"):
-            region_rows[e.artwork_id].append((None, e))
-    for de in DetailEmbedding.objects.filter(
+        whole = ArtworkEmbedding.objects.filter(artwork_id__in=ids, model_key=model_key, kind="image")
+        for artwork_id, vector in _halfvec_rows(whole, "artwork_id"):
+            region_rows[artwork_id].append((None, vector))
+    regions = DetailEmbedding.objects.filter(
         artwork_id__in=ids, model_key=model_key, level__in=levels
-    ).exclude(detail__review_state="hidden"):
-        region_rows[de.artwork_id].append((de.detail_id, de))
+    ).exclude(detail__review_state="hidden")
+    for artwork_id, detail_id, vector in _halfvec_rows(regions, "artwork_id", "detail_id"):
+        region_rows[artwork_id].append((detail_id, vector))
 
     out: list[RerankCandidate] = []
     region_ids: dict[str, list[int | None]] = {}

@@ -12,6 +12,7 @@ No model is loaded: the vectors come from the database. Scores are in [0, 1].
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -26,7 +27,9 @@ _STOP = frozenset(
 )
 
 
-def _words(text: str) -> set[str]:
+@functools.lru_cache(maxsize=65536)
+def _words(text: str) -> frozenset[str]:
+    """The words of a text, folded (accents, plurals, stop words). Cached: captions repeat across searches."""
     plain = unicodedata.normalize("NFKD", text.lower())
     plain = "".join(c for c in plain if not unicodedata.combining(c)).replace("_", " ")
     out = set()
@@ -35,7 +38,7 @@ def _words(text: str) -> set[str]:
             w = w[:-1]
         if len(w) > 1 and w not in _STOP:
             out.add(w)
-    return out
+    return frozenset(out)
 
 
 class OfflineReranker(Reranker):
@@ -59,11 +62,13 @@ class OfflineReranker(Reranker):
         return float(np.clip((combined - self.cosine_floor) / self.cosine_span, 0.0, 1.0))
 
     @staticmethod
-    def _word_score(query_words: set[str], candidate: RerankCandidate) -> float:
+    def _word_score(query_words: frozenset[str], candidate: RerankCandidate) -> float:
         if not query_words:
             return 0.0
-        regions = (
-            set().union(*(_words(t) for t in candidate.region_texts)) if candidate.region_texts else set()
+        regions: frozenset[str] = (
+            frozenset().union(*(_words(t) for t in candidate.region_texts))
+            if candidate.region_texts
+            else frozenset()
         )
         found = regions | _words(candidate.text)
         # A word seen in a region counts fully, one only in the artwork's texts a little less.
