@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${SEMART_VENV:-.venv}"
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
-EXTRAS="${SEMART_EXTRAS:-test,ml}"
+EXTRAS="${SEMART_EXTRAS:-test,ml,bench}"
 stamp="$VENV/.semart-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
