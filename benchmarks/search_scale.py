@@ -125,7 +125,10 @@ class StoredVectors:
                 "detail_id", "vector"
             )
             self.detail_ids = np.asarray([r[0] for r in rows], dtype=np.int64)
-            self.vectors = np.asarray([r[1].to_list() for r in rows], dtype=np.float32)
+            # pgvector gives HalfVector objects or plain lists, depending on its version
+            self.vectors = np.asarray(
+                [r[1].to_list() if hasattr(r[1], "to_list") else r[1] for r in rows], dtype=np.float32
+            )
         norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
         self.vectors /= np.maximum(norms, 1e-12)
 
