@@ -103,6 +103,8 @@ class Command(BaseCommand):
         children: list[Child] = []
         # A plain kill (SIGTERM) must stop the children too: they live in sessions of their own.
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        # And Ctrl-C, even when started by a process that ignores SIGINT (Python then keeps it ignored).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             children.append(
                 Child(
