@@ -36,7 +36,8 @@ def _halfvec_rows(queryset: QuerySet[Any], *fields: str) -> list[tuple[Any, ...]
     connection.ensure_connection()
     # Django's cursors bind on the client, which has no binary results; a plain psycopg cursor has them.
     with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, binary=True)
+        # prepare=False: no server-side prepared statement, which a transaction pooler would break.
+        cursor.execute(sql, params, binary=True, prepare=False)
         rows = cursor.fetchall()
     # halfvec's binary form: int16 dim, int16 unused, then dim IEEE half floats, big-endian.
     return [(*row[:-1], np.frombuffer(row[-1], dtype=">f2", offset=4).astype(np.float32)) for row in rows]
