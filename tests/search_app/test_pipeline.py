@@ -138,3 +138,32 @@ def test_rerank_runs_on_a_real_worker_and_sets_the_final_scores(catalogue, celer
     assert top.detail is not None and top.detail.id == catalogue["region"].pk
     assert "encode" in response.timings_ms and "rerank" in response.timings_ms
     assert not request_control.stop_requested("no-such-search")
+
+
+def fake_slow_word_leg(**_: object) -> list:  # type: ignore[type-arg]
+    """A test double for the full-text leg: a query that takes 0.5 s in PostgreSQL, whatever the words."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(0.5)")
+    return []
+
+
+@pytest.mark.django_db
+def test_a_word_leg_over_its_budget_is_skipped_and_said(catalogue, settings, monkeypatch) -> None:
+    from django.db import connection
+
+    settings.SEARCH = {**settings.SEARCH, "text_leg_budget_ms": 100}
+    monkeypatch.setattr("search_app.pipeline.lexical_leg", fake_slow_word_leg)
+
+    response = search_sync(SearchQuery(text="angel", rerank=False), in_process=True)
+
+    assert "word matches skipped (over 100 ms)" in response.degraded
+    # The vector legs still answer.
+    assert response.hits[0].artwork_id in {catalogue["angel"].pk, catalogue["blue"].pk}
+    with connection.cursor() as cursor:  # the budget ended with its leg: a slower statement still runs
+        cursor.execute("SELECT pg_sleep(0.2), current_setting('statement_timeout')")
+        assert cursor.fetchone()[1] == "0"
+
+    settings.SEARCH = {**settings.SEARCH, "text_leg_budget_ms": 2000}
+    assert "skipped" not in search_sync(SearchQuery(text="angel", rerank=False), in_process=True).degraded
