@@ -58,10 +58,10 @@ class FirstStage:
 
 
 def _within_budget(run: Callable[[], list[LegHit]], *, name: str, skipped: list[str]) -> list[LegHit]:
-    """Runs a word-matching leg under ``SEARCH["text_leg_budget_ms"]`` (PostgreSQL's statement_timeout): on a
-    huge collection a common word can match half of it, and ranking those rows must not hold the whole
-    search (measured at 1M details: ~1 s p50, 3-5 s p95). Over budget, the leg is skipped and the answer says
-    so. 0 turns the budget off."""
+    """Runs a word-matching leg with ``SEARCH["text_leg_budget_ms"]`` as PostgreSQL's statement_timeout (per
+    statement: a leg of several statements may take a multiple of it). On a huge collection a common word can
+    match half of it, and ranking those rows must not hold the whole search (measured at 1M details: ~1 s
+    p50, 3-5 s p95). Over budget, the leg is skipped and the answer says so. 0 turns the budget off."""
     budget_ms = int(settings.SEARCH.get("text_leg_budget_ms", 0))
     if budget_ms <= 0:
         return run()

@@ -237,8 +237,9 @@ SEARCH = {
     # below this many rows after filtering, scan exactly instead of walking the HNSW graph
     "exact_scan_below": env.int("SEARCH_EXACT_SCAN_BELOW", default=20_000),
     "rerank_timeout_s": env.float("SEARCH_RERANK_TIMEOUT", default=10.0),
-    # Each word-matching leg (full text, ICONCLASS) gets this long in PostgreSQL, then is skipped and the
-    # answer says so: on a huge collection a common word matches too many rows to rank (0: no budget).
+    # Each statement of a word-matching leg (full text, ICONCLASS) gets this long in PostgreSQL, then the
+    # leg is skipped and the answer says so: on a huge collection a common word matches too many rows
+    # (0: no budget).
     "text_leg_budget_ms": env.int("SEARCH_TEXT_LEG_BUDGET_MS", default=1000),
 }
 
