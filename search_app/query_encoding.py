@@ -87,6 +87,8 @@ async def encode_text_remote(text: str, *, search_id: str, timeout_s: float) -> 
 
 QUERY_IMAGE_TTL_S = 24 * 3600
 QUERY_IMAGE_LONG_SIDE = 768
+# Decoded in the web process: a tighter pixel limit than the workers' (an RGB 50 MP picture is ~150 MB).
+QUERY_IMAGE_MAX_PIXELS = 50_000_000
 
 
 class QueryImageMissing(LookupError):
@@ -110,7 +112,9 @@ def stash_query_image(data: bytes) -> str:
     from workers.imaging import image_normalise, image_to_jpeg
 
     normalised = image_normalise(
-        data, max_pixels=settings.SEMART_FETCH["max_pixels"], working_long_side=QUERY_IMAGE_LONG_SIDE
+        data,
+        max_pixels=min(settings.SEMART_FETCH["max_pixels"], QUERY_IMAGE_MAX_PIXELS),
+        working_long_side=QUERY_IMAGE_LONG_SIDE,
     )
     jpeg = image_to_jpeg(normalised.working)
     digest = hashlib.sha256(jpeg).hexdigest()
