@@ -300,63 +300,33 @@ async def search(query: SearchQuery, *, request_key: str | None = None) -> Searc
     if request_key and not request_control.queue_down():
         request_control.supersede(request_key=request_key, search_id=search_id)
     try:
-        if request_control.queue_down():
-            return await _search_without_workers(query)
-        return await _search(query, search_id=search_id)
+        return await _search(query, search_id=search_id, workers=not request_control.queue_down())
     except asyncio.CancelledError:
         # Synchronous Redis on purpose: the coroutine is being torn down and must not await again.
         request_control.request_stop(search_id)
         raise
     except request_control.QUEUE_ERRORS as error:
         request_control.queue_failed(error)
-        return await _search_without_workers(query)
+        return await _search(query, search_id=search_id, workers=False)
 
 
-async def _search_without_workers(query: SearchQuery) -> SearchResponse:
-    """Redis is down, so no worker can encode the query or rerank: answer from what the database holds
-    (the lexical and ICONCLASS legs, and stored vectors for "more like this"), and say so."""
-    started = time.perf_counter()
-    text, exclude = _normalise(query)
-    degraded = ["task queue unreachable: not reranked"]
-    try:
-        model_key = await sync_to_async(_embedder_key)()
-    except ModelLoadError:
-        model_key = ""
-    vector: np.ndarray | None = None
-    if model_key and (query.like_artwork_id is not None or query.like_detail_id is not None):
-        vector = await sync_to_async(reference_vectors)(
-            model_key=model_key, like_artwork_id=query.like_artwork_id, like_detail_id=query.like_detail_id
-        )
-    if vector is None:
-        degraded.append("text and ICONCLASS matches only")
-    stage = await sync_to_async(first_stage)(
-        query, text=text, exclude=exclude, vector=vector, model_key=model_key
-    )
-    degraded += stage.skipped
-    hits, has_more = await sync_to_async(assemble)(query, stage, rerank=None)
-    return SearchResponse(
-        query=query,
-        hits=hits,
-        has_more=has_more,
-        reranked=False,
-        degraded="; ".join(degraded),
-        timings_ms={"total": _ms(started)},
-    )
-
-
-async def _search(query: SearchQuery, *, search_id: str) -> SearchResponse:
+async def _search(query: SearchQuery, *, search_id: str, workers: bool = True) -> SearchResponse:
+    """``workers=False`` when Redis (broker, mailboxes, flags) is down: no worker can encode the query or
+    rerank, so the answer comes from what the database holds (the lexical and ICONCLASS legs, and stored
+    vectors for "more like this"), and says so."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     text, exclude = _normalise(query)
-    degraded: list[str] = []
+    degraded: list[str] = [] if workers else ["task queue unreachable: not reranked"]
     try:
         model_key = await sync_to_async(_embedder_key)()
     except ModelLoadError as error:  # e.g. the offline head is not installed: words still find things
         logger.error("no embedder: %s", error)
         model_key = ""
-        degraded.append("no image-text model installed: text and ICONCLASS matches only")
+        if workers:
+            degraded.append("no image-text model installed: text and ICONCLASS matches only")
     cache_key = _ranking_cache_key(query, model_key)
-    cached = await cache.aget(cache_key) if query.offset else None
+    cached = await cache.aget(cache_key) if query.offset and workers else None
     if cached is not None:
         stage, rerank = _stage_from_cache(cached)
         hits, has_more = await sync_to_async(assemble)(query, stage, rerank=rerank)
@@ -373,8 +343,10 @@ async def _search(query: SearchQuery, *, search_id: str) -> SearchResponse:
         vector = await sync_to_async(reference_vectors)(
             model_key=model_key, like_artwork_id=query.like_artwork_id, like_detail_id=query.like_detail_id
         )
-        if vector is None:
+        if vector is None and workers:
             degraded.append("that picture has no embedding yet: text matches only")
+    elif not workers:
+        pass  # encoding happens on the rerank queue
     elif query.like_image:
         from search_app.query_encoding import QueryImageMissing, encode_image_remote
 
@@ -393,6 +365,8 @@ async def _search(query: SearchQuery, *, search_id: str) -> SearchResponse:
         if vector is None:
             degraded.append("query encoder unavailable: text and ICONCLASS matches only")
     timings["encode"] = _ms(t)
+    if not workers and vector is None:
+        degraded.append("text and ICONCLASS matches only")
 
     t = time.perf_counter()
     stage = await sync_to_async(first_stage)(
@@ -402,7 +376,7 @@ async def _search(query: SearchQuery, *, search_id: str) -> SearchResponse:
     degraded += stage.skipped
 
     rerank = None
-    if query.rerank and stage.candidates:
+    if workers and query.rerank and stage.candidates:
         t = time.perf_counter()
         rerank = await _rerank_remote(query, stage, search_id=search_id, text=text, model_key=model_key)
         timings["rerank"] = _ms(t)
