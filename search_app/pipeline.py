@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 ENCODE_TIMEOUT_S = 3.0
 RANKING_CACHE_TTL_S = 300
+PICTURE_EXPIRED = "the uploaded picture has expired here: please upload it again"
 
 
 @dataclass
@@ -354,7 +355,7 @@ async def _search(query: SearchQuery, *, search_id: str, workers: bool = True) -
         try:
             vector = await encode_image_remote(query.like_image, search_id=search_id, timeout_s=timeout)
         except QueryImageMissing:
-            raise QueryError("the uploaded picture has expired here: please upload it again") from None
+            raise QueryError(PICTURE_EXPIRED) from None
         if vector is None:
             degraded.append("image encoder unavailable: text and ICONCLASS matches only")
     elif text:
@@ -458,7 +459,7 @@ def search_sync(query: SearchQuery, *, in_process: bool = False) -> SearchRespon
             like_image=query.like_image,
         )
     except QueryImageMissing:
-        raise QueryError("the uploaded picture has expired here: please upload it again") from None
+        raise QueryError(PICTURE_EXPIRED) from None
     timings["encode"] = _ms(t)
     t = time.perf_counter()
     stage = first_stage(query, text=text, exclude=exclude, vector=vector, model_key=model_key)

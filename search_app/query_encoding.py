@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from typing import Any
 
 import numpy as np
 from django.core.cache import cache
@@ -57,25 +58,50 @@ def encode_text_here(text: str) -> tuple[np.ndarray, str]:
 
 async def encode_text_remote(text: str, *, search_id: str, timeout_s: float) -> np.ndarray | None:
     """Encode through the rerank queue, for the web process. None when no worker answered in time."""
-    from workers.search_tasks import RERANK_QUEUE, search_encode_query
+    from workers.search_tasks import search_encode_query
 
     model_key = embedder_model_key()
-    raw = await cache.aget(_cache_key(model_key, text))
+    key = _cache_key(model_key, text)
+    raw = await cache.aget(key)
     if raw is not None:
         return np.frombuffer(raw, dtype=np.float32).copy()
+    return await _encode_on_worker(
+        search_encode_query, {"text": text}, vector_key=key, model_key=model_key, search_id=search_id,
+        timeout_s=timeout_s, what="query",
+    )  # fmt: skip
+
+
+async def _encode_on_worker(
+    task: Any,
+    kwargs: dict[str, Any],
+    *,
+    vector_key: str,
+    model_key: str,
+    search_id: str,
+    timeout_s: float,
+    what: str,
+) -> np.ndarray | None:
+    """Sends an encode task to the rerank queue and reads the vector it cached under ``vector_key``. None
+    when no worker answered in time, it failed, or it encodes with another model than the web expects;
+    QueryImageMissing when the worker found no stashed picture."""
+    from workers.search_tasks import RERANK_QUEUE
+
     mailbox = request_control.task_ids(search_id)[0]
-    search_encode_query.apply_async(
-        kwargs={"text": text, "mailbox": mailbox}, task_id=mailbox, queue=RERANK_QUEUE, expires=timeout_s
+    task.apply_async(
+        kwargs={**kwargs, "mailbox": mailbox}, task_id=mailbox, queue=RERANK_QUEUE, expires=timeout_s
     )
     answer = await request_control.wait_result(mailbox, timeout_s=timeout_s)
     if not answer or not answer.get("ok"):
+        if answer and answer.get("missing"):
+            raise QueryImageMissing(str(kwargs.get("digest", "")))
         if answer:
-            logger.warning("query encoding failed: %s", answer.get("error"))
+            logger.warning("%s encoding failed: %s", what, answer.get("error"))
         return None
     if answer.get("model_key") != model_key:
         logger.warning("worker encodes with %s, web expects %s", answer.get("model_key"), model_key)
         return None
-    return cached_text_vector(text, model_key=model_key)
+    raw = await cache.aget(vector_key)
+    return None if raw is None else np.frombuffer(raw, dtype=np.float32).copy()
 
 
 # -- searching by an uploaded picture ------------------------------------------------------------------
@@ -158,26 +184,16 @@ def encode_image_here(digest: str) -> tuple[np.ndarray, str]:
 async def encode_image_remote(digest: str, *, search_id: str, timeout_s: float) -> np.ndarray | None:
     """Embed the stashed picture through the rerank queue, for the web process. None when no worker
     answered in time; QueryImageMissing when the picture is gone."""
-    from workers.search_tasks import RERANK_QUEUE, search_encode_image
+    from workers.search_tasks import search_encode_image
 
     model_key = embedder_model_key()
-    raw = await cache.aget(_image_vector_key(model_key, digest))
+    key = _image_vector_key(model_key, digest)
+    raw = await cache.aget(key)
     if raw is not None:
         return np.frombuffer(raw, dtype=np.float32).copy()
     if not await cache.ahas_key(_image_key(digest)):
         raise QueryImageMissing(digest)
-    mailbox = request_control.task_ids(search_id)[0]
-    search_encode_image.apply_async(
-        kwargs={"digest": digest, "mailbox": mailbox}, task_id=mailbox, queue=RERANK_QUEUE, expires=timeout_s
-    )
-    answer = await request_control.wait_result(mailbox, timeout_s=timeout_s)
-    if not answer or not answer.get("ok"):
-        if answer and answer.get("missing"):
-            raise QueryImageMissing(digest)
-        if answer:
-            logger.warning("query image encoding failed: %s", answer.get("error"))
-        return None
-    if answer.get("model_key") != model_key:
-        logger.warning("worker encodes with %s, web expects %s", answer.get("model_key"), model_key)
-        return None
-    return cached_image_vector(digest, model_key=model_key)
+    return await _encode_on_worker(
+        search_encode_image, {"digest": digest}, vector_key=key, model_key=model_key, search_id=search_id,
+        timeout_s=timeout_s, what="query image",
+    )  # fmt: skip
