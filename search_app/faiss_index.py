@@ -3,10 +3,11 @@ HNSW recall falls off (FINDINGS: recall@10 0.83-0.88 at 1M vectors; FAISS IVF ~1
 
 One index per (target, model, kind, dimension), keyed by the embedding rows' primary keys, saved under
 ``SEMART_DATA_DIR/indexes/faiss``. Kept in step incrementally: before a search, rows added since the last
-sync are added and deleted rows removed (at most every ``SYNC_EVERY_S`` per process); ``manage.py
-search_index rebuild`` starts over. Filters stay inside the search: the allowed rows go to FAISS as an
-``IDSelectorBatch``. Flat (exact inner product) below ``IVF_FROM`` vectors, IVF above, on the GPU when
-``SEARCH["faiss_gpu"]`` is set and faiss was built with it.
+sync are added and deleted rows removed (at most every ``SYNC_EVERY_S`` per process, on a background
+thread); ``manage.py search_index rebuild`` starts over. Filters stay inside the search: the allowed rows go
+to FAISS as an ``IDSelectorBatch``. Flat (exact inner product) below ``IVF_FROM`` vectors, IVF above
+(``SEARCH["faiss_nprobe"]`` lists searched), on the GPU when ``SEARCH["faiss_gpu"]`` is set and faiss was
+built with it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ logger = logging.getLogger(__name__)
 TABLES = {"artwork": "collections_app_artworkembedding", "detail": "collections_app_detailembedding"}
 IVF_FROM = 200_000
 SYNC_EVERY_S = 5.0
+# Off in tests: a thread's own database connection would not see the rows of a test's transaction.
+SYNC_IN_BACKGROUND = True
+FULL_COMPARE_EVERY_S = 300.0
 _lock = threading.Lock()
 
 
@@ -40,6 +44,11 @@ def _faiss() -> Any:
     import faiss  # only where the FAISS index is chosen
 
     return faiss
+
+
+def nprobe() -> int:
+    """IVF lists searched per query (``SEARCH["faiss_nprobe"]``): recall against time, docs/benchmarks.md."""
+    return int(settings.SEARCH.get("faiss_nprobe", 32))
 
 
 def index_dir() -> Path:
@@ -55,6 +64,11 @@ class VectorIndex:
     index: Any = None
     ids: set[int] = field(default_factory=set)
     synced_at: float = 0.0
+    # FAISS indexes are not safe to change while another thread searches them: searches and changes
+    # take this lock (a search holds it ~1-3 ms at 1M vectors).
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    syncing: bool = False
+    compared_at: float = 0.0
 
     @property
     def name(self) -> str:
@@ -80,10 +94,8 @@ class VectorIndex:
             nlist = int(4 * math.sqrt(n))
             quantizer = faiss.IndexFlatIP(self.dim)
             index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.nprobe = 32
-        if settings.SEARCH.get("faiss_gpu") and hasattr(faiss, "StandardGpuResources"):
-            index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-        return index
+            index.nprobe = nprobe()
+        return _on_device(index)
 
     def _fetch(self, extra_where: str = "", params: Sequence[object] = ()) -> tuple[np.ndarray, np.ndarray]:
         sql, base = self._rows_sql()
@@ -104,29 +116,48 @@ class VectorIndex:
             index.train(vectors)
         if len(ids):
             index.add_with_ids(vectors, ids)
-        self.index, self.ids, self.synced_at = index, set(ids.tolist()), time.monotonic()
+        self.index, self.ids = index, set(ids.tolist())
+        self.synced_at = self.compared_at = time.monotonic()
         return len(ids)
 
     def sync(self) -> tuple[int, int]:
-        """Add rows created since the last sync, remove rows deleted since. Returns (added, removed)."""
+        """Add rows created since the last sync, remove rows deleted since. Returns (added, removed).
+
+        Cheap when nothing was deleted: rows above the highest id held are added, and a count tells
+        whether any row went missing or arrived below it (a transaction committing late); only then, and
+        every ``FULL_COMPARE_EVERY_S`` (a deletion and a late arrival in one interval cancel out in the
+        count), are all ids compared: at 1M rows that read costs ~0.5 s."""
         if self.index is None:
             return self.rebuild(), 0
         sql, params = self._rows_sql()
+        id_sql = sql.replace("id, vector::text", "id")
+        highest = max(self.ids, default=0)
         with connection.cursor() as cursor:
-            cursor.execute(sql.replace("id, vector::text", "id"), params)
-            current = {r[0] for r in cursor.fetchall()}
+            cursor.execute(id_sql + " AND id > %s", [*params, highest])
+            above = {r[0] for r in cursor.fetchall()}
+            cursor.execute(id_sql.replace("SELECT id", "SELECT count(*)", 1), params)
+            total = int(cursor.fetchone()[0])
+            compare = time.monotonic() - self.compared_at > FULL_COMPARE_EVERY_S
+            if total == len(self.ids) + len(above) and not compare:
+                current = self.ids | above
+            else:
+                cursor.execute(id_sql, params)
+                current = {r[0] for r in cursor.fetchall()}
+                self.compared_at = time.monotonic()
         gone = self.ids - current
         new = current - self.ids
-        if gone:
-            self.index.remove_ids(np.asarray(sorted(gone), dtype=np.int64))
-        if new:
-            ids, vectors = self._fetch(" AND id = ANY(%s)", [sorted(new)])
-            self.index.add_with_ids(vectors, ids)
-        self.ids = current
+        ids, vectors = self._fetch(" AND id = ANY(%s)", [sorted(new)]) if new else (None, None)
+        with self.lock:
+            if gone:
+                self.index.remove_ids(np.asarray(sorted(gone), dtype=np.int64))
+            if new:
+                self.index.add_with_ids(vectors, ids)
+            self.ids = current
         self.synced_at = time.monotonic()
         return len(new), len(gone)
 
     def save(self) -> Path:
+        """The index and the embedding ids it holds (an IVF index keeps them only inside its lists)."""
         faiss = _faiss()
         index_dir().mkdir(parents=True, exist_ok=True)
         path = index_dir() / f"{self.name}.faiss"
@@ -135,35 +166,66 @@ class VectorIndex:
             if hasattr(faiss, "index_gpu_to_cpu") and "Gpu" in type(self.index).__name__
             else self.index
         )
-        faiss.write_index(cpu, str(path))
+        faiss.write_index(cpu, str(path) + ".tmp")
+        with open(str(path) + ".ids.tmp", "wb") as out:
+            np.save(out, np.asarray(sorted(self.ids), dtype=np.int64))
+        Path(str(path) + ".ids.tmp").replace(str(path) + ".ids")
+        Path(str(path) + ".tmp").replace(path)
         return path
 
     def load(self) -> bool:
         path = index_dir() / f"{self.name}.faiss"
-        if not path.is_file():
+        ids_path = Path(str(path) + ".ids")
+        if not path.is_file() or not ids_path.is_file():
             return False
         index = _faiss().read_index(str(path))
-        self.index = index
-        self.ids = set(_faiss().vector_to_array(index.id_map).tolist()) if hasattr(index, "id_map") else set()
-        if not self.ids:  # IVF keeps ids in its lists: resync from the database to know them
-            self.index = None
+        ids = np.load(ids_path)
+        if index.ntotal != len(ids):  # written by different saves: build again
+            logger.warning("FAISS index %s and its id list disagree: rebuilding", path)
             return False
+        self.index = _on_device(index)
+        self.ids = set(ids.tolist())
+        self.synced_at = self.compared_at = 0.0  # a sync is due at once
         return True
+
+
+def _on_device(index: Any) -> Any:
+    faiss = _faiss()
+    if settings.SEARCH.get("faiss_gpu") and hasattr(faiss, "StandardGpuResources"):
+        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    return index
 
 
 _indexes: dict[tuple[str, str, str, int], VectorIndex] = {}
 
 
 def get_index(*, target: str, model_key: str, kind: str, dim: int) -> VectorIndex:
+    """The process's index for these vectors: loaded from its file, else built (in this request: build
+    saved indexes of large collections beforehand with ``search_index rebuild``). When a sync is due it
+    runs on a background thread while searches go on with the index as it is."""
     key = (target, model_key, kind, dim)
     with _lock:
         vi = _indexes.get(key)
         if vi is None:
             vi = _indexes[key] = VectorIndex(target=target, model_key=model_key, kind=kind, dim=dim)
             vi.load()
-        if vi.index is None or time.monotonic() - vi.synced_at > SYNC_EVERY_S:
+        due = time.monotonic() - vi.synced_at > SYNC_EVERY_S
+        if vi.index is None or (due and not SYNC_IN_BACKGROUND):
             vi.sync()
+        elif due and not vi.syncing:
+            vi.syncing, vi.synced_at = True, time.monotonic()
+            threading.Thread(target=_background_sync, args=(vi,), name="faiss-sync", daemon=True).start()
     return vi
+
+
+def _background_sync(vi: VectorIndex) -> None:
+    try:
+        vi.sync()
+    except Exception:  # searches go on with the index as it is; the next sync tries again
+        logger.exception("FAISS index sync failed for %s", vi.name)
+    finally:
+        vi.syncing = False
+        connection.close()  # this thread's own connection
 
 
 def faiss_leg(
@@ -193,20 +255,18 @@ def faiss_leg(
         filters=filters,
         exclude_artwork_id=exclude_artwork_id,
     )
-    params = None
-    if allowed is not None:
-        if not len(allowed):
-            return []
-        selector = faiss.IDSelectorBatch(allowed)
-        params = (
-            faiss.SearchParametersIVF(sel=selector, nprobe=32)
-            if "IVF" in type(vi.index).__name__
-            else faiss.SearchParameters(sel=selector)
-        )
+    if allowed is not None and not len(allowed):
+        return []
+    selector = faiss.IDSelectorBatch(allowed) if allowed is not None else None
+    if "IVF" in type(vi.index).__name__:
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe())
+    else:
+        params = faiss.SearchParameters(sel=selector) if selector is not None else None
     # Hidden details are dropped after the search (a selector over every visible row would cost a scan),
     # so ask for a few more.
     wanted = int(limit) + (int(limit) // 5 + 8 if target == "detail" else 0)
-    scores, ids = vi.index.search(q, wanted, params=params)
+    with vi.lock:
+        scores, ids = vi.index.search(q, wanted, params=params)
     found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
     if not found:
         return []

@@ -22,6 +22,7 @@ def fresh_indexes(settings, tmp_path, monkeypatch):  # type: ignore[no-untyped-d
     settings.SEARCH = {**settings.SEARCH, "exact_scan_below": 1_000_000}
     monkeypatch.setattr(faiss_index, "_indexes", {})
     monkeypatch.setattr(faiss_index, "SYNC_EVERY_S", 0.0)
+    monkeypatch.setattr(faiss_index, "SYNC_IN_BACKGROUND", False)
 
 
 @pytest.fixture
@@ -72,6 +73,19 @@ def test_faiss_index_follows_inserts_and_deletes(artworks) -> None:
     assert [h.artwork_id for h in faiss_index.faiss_leg(**args)] == [h.artwork_id for h in before]
 
 
+def test_sync_reads_only_new_ids_unless_the_count_disagrees(artworks) -> None:
+    vi = faiss_index.get_index(target="artwork", model_key=MODEL_KEY, kind="image", dim=DIM)
+    assert vi.sync() == (0, 0)
+    first = ArtworkFactory()
+    embed_artwork(first, np.eye(DIM)[1])
+    assert vi.sync() == (1, 0), "a row above the highest id"
+    second = ArtworkFactory()
+    embed_artwork(second, np.eye(DIM)[2])
+    artworks[0][0].delete()
+    assert vi.sync() == (1, 1), "a deletion: the count disagrees, every id is compared"
+    assert vi.index.ntotal == 201
+
+
 def test_detail_levels_and_hidden_details(settings) -> None:
     artwork = ArtworkFactory()
     entity = DetailFactory(artwork=artwork, level="entity")
@@ -98,3 +112,20 @@ def test_rebuild_command_writes_the_index_files(artworks, settings, capsys) -> N
     faiss_index._indexes.clear()
     call_command("search_index", "status")
     assert "200 vectors" in capsys.readouterr().out
+
+
+def test_a_saved_ivf_index_loads_with_its_ids(artworks, settings, monkeypatch) -> None:
+    monkeypatch.setattr(faiss_index, "IVF_FROM", 100)
+    settings.SEARCH = {**settings.SEARCH, "faiss_nprobe": 64}  # every list: exact, to compare
+    call_command("search_index", "rebuild", "--only", "faiss")
+    faiss_index._indexes.clear()
+
+    def no_rebuild(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("a saved index must load from its files, not be built again")
+
+    monkeypatch.setattr(faiss_index.VectorIndex, "rebuild", no_rebuild)
+    vi = faiss_index.get_index(target="artwork", model_key=MODEL_KEY, kind="image", dim=DIM)
+    assert "IVF" in type(vi.index).__name__ and len(vi.ids) == 200
+    query = unit(artworks[1][3])
+    args = {"vector": query, "model_key": MODEL_KEY, "target": "artwork", "kind": "image", "limit": 10}
+    assert [h.artwork_id for h in faiss_index.faiss_leg(**args)] == [h.artwork_id for h in vector_leg(**args)]
