@@ -347,6 +347,11 @@ def main() -> None:
     parser.add_argument(
         "--parallel-workers", type=int, default=1, help="HNSW build workers besides the leader"
     )
+    parser.add_argument(
+        "--no-hnsw",
+        action="store_true",
+        help="skip pgvector's HNSW indexes (~30 min at 1M on 2 cores): for runs with SEARCH_INDEX=faiss",
+    )
     args = parser.parse_args()
 
     import django
@@ -362,10 +367,14 @@ def main() -> None:
     loaded = load(
         details=args.details, model_key=model_key, centres=args.centres, queries=args.queries, seed=args.seed
     )
-    built = build_indexes(
-        model_key=model_key,
-        maintenance_work_mem=args.maintenance_work_mem,
-        parallel_workers=args.parallel_workers,
+    built = (
+        {}
+        if args.no_hnsw
+        else build_indexes(
+            model_key=model_key,
+            maintenance_work_mem=args.maintenance_work_mem,
+            parallel_workers=args.parallel_workers,
+        )
     )
     result = {
         "benchmark": "synthetic_load",

@@ -258,11 +258,21 @@ def lexical_leg(
     within: Sequence[int] | None = None,
 ) -> list[LegHit]:
     """Full text (websearch syntax) over artworks and their details' labels and captions; a trigram
-    fallback when the words match nothing (misspellings, names). ``within`` restricts to artwork ids."""
+    fallback when the words match nothing (misspellings, names). ``within`` restricts to artwork ids.
+    With ``SEARCH["text_index"] = "memory"`` and a saved word index, the words are looked up there instead
+    (search_app.text_index); the exclusion checks (``within``) and the fallback stay in PostgreSQL."""
     if not text.strip():
         return []
-    notations, texts = catalogue_notation_texts()
     levels = list(detail_levels(level))
+    if within is None and settings.SEARCH.get("text_index") == "memory":
+        from search_app.text_index import memory_lexical_leg
+
+        found = memory_lexical_leg(text=text, level=level, filters=filters, limit=limit)
+        if found is not None:  # None: no word index built yet, PostgreSQL answers
+            return found or trigram_leg(
+                text=text, levels=levels, level=level, filters=filters, limit=limit, within=None
+            )
+    notations, texts = catalogue_notation_texts()
     filter_sql, filter_params = _filter_sql(filters, "a.id")
     within_sql = " AND a.id = ANY(%(within)s)" if within is not None else ""
     detail_within = " AND d.artwork_id = ANY(%(within)s)" if within is not None else ""
@@ -312,7 +322,7 @@ def lexical_leg(
         rows = cursor.fetchall()
     if rows:
         return [LegHit(artwork_id=a, detail_id=d, score=float(r)) for a, d, r in rows]
-    return _trigram_leg(text=text, levels=levels, level=level, filters=filters, limit=limit, within=within)
+    return trigram_leg(text=text, levels=levels, level=level, filters=filters, limit=limit, within=within)
 
 
 def _percent_params(filter_sql: str, filter_params: list[object]) -> tuple[str, dict[str, object]]:
@@ -327,7 +337,7 @@ def _percent_params(filter_sql: str, filter_params: list[object]) -> tuple[str, 
     return out, names
 
 
-def _trigram_leg(
+def trigram_leg(
     *,
     text: str,
     levels: list[str],

@@ -1,4 +1,4 @@
-"""Trigram GIN indexes for the full-text leg's fallback (search_app.retrieval._trigram_leg: misspellings and
+"""Trigram GIN indexes for the full-text leg's fallback (search_app.retrieval.trigram_leg: misspellings and
 names that match no word), so it no longer computes word_similarity for every artwork and detail. The
 fallback's queries repeat these exact expressions with the ``<%`` operator."""
 

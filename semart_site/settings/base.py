@@ -233,6 +233,11 @@ SEARCH = {
     "threshold": env.float("SEARCH_THRESHOLD", default=0.0),
     "index": env("SEARCH_INDEX", default="pgvector"),  # pgvector | faiss
     "faiss_gpu": env.bool("SEARCH_FAISS_GPU", default=False),
+    # FAISS IVF lists searched per query (more: better recall, slower; docs/benchmarks.md measures it)
+    "faiss_nprobe": env.int("SEARCH_FAISS_NPROBE", default=32),
+    # postgres: the full-text leg ranks in PostgreSQL; memory: an in-memory BM25 word index
+    # (search_app.text_index, built by `manage.py search_index rebuild`) for large collections
+    "text_index": env("SEARCH_TEXT_INDEX", default="postgres"),
     "hnsw_ef_search": env.int("SEARCH_HNSW_EF_SEARCH", default=100),
     # below this many rows after filtering, scan exactly instead of walking the HNSW graph
     "exact_scan_below": env.int("SEARCH_EXACT_SCAN_BELOW", default=20_000),

@@ -1,0 +1,607 @@
+"""An in-memory word index (BM25) for the full-text leg of large collections (``SEARCH["text_index"] =
+"memory"``), beside FAISS for the vectors.
+
+Why: PostgreSQL finds the rows holding a query's words through GIN indexes, but then ranks every one of
+them. On a million details a common word ("saint", "halo") matches a large share of the rows, and the
+leg took ~1 s p50 and 3-5 s p95 (docs/benchmarks.md). Here the ranking weights are computed once, at build
+time, and a query adds up the posting lists of its words in NumPy: a few milliseconds at 1M details.
+
+What it holds: two document sets, each a term -> (documents, BM25 weights) posting table.
+- *artworks*: the same weighted document as the PostgreSQL leg (title A; artists and ICONCLASS texts B;
+  description C; medium, classification, collection D), a word's frequency counted with PostgreSQL's
+  ``ts_rank`` weights for its fields;
+- *details*: each visible detail's label and caption, with its level.
+Words are PostgreSQL's own lexemes (``to_tsvector('english', ...)`` at build time,
+``websearch_to_tsquery`` for the query), so stemming and stop words match the PostgreSQL leg exactly.
+
+A document matches as in the PostgreSQL leg: it holds every word of the query (any, when the query says
+"or"), and none of its negated words (``-blue``); a phrase counts as its words. Matches are ranked by BM25
+(k1 1.2, b 0.75) instead of ``ts_rank_cd``. One difference: when no document holds every word (common for
+long queries in plain language), documents holding any of them are ranked, where the PostgreSQL leg goes
+straight to its trigram fallback (slow on large collections: 0.4-0.6 s at 1M details).
+
+Kept in step like the FAISS index: ``manage.py search_index rebuild`` builds and saves it; a search never
+builds it (at 1M details a build takes about a minute: until one is saved, searches use the PostgreSQL leg).
+Every ``SYNC_EVERY_S`` a background thread re-indexes the artworks changed since the saved build (edited,
+re-processed, details edited) into a small second segment that overrides the first; when that segment grows
+past ``REBUILD_FRACTION`` of the first, the thread rebuilds the whole index. Hits are checked against the
+database before they are returned, so a deleted artwork or a hidden detail never shows, however stale the
+index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import connection
+
+from search_app.iconclass_expansion import catalogue_notation_texts
+from search_app.retrieval import (
+    _DETAIL_TEXT,
+    DETAIL_LEVELS,
+    NO_FILTERS,
+    TS_CONFIG,
+    LegHit,
+    _artwork_document_sql,
+    _filter_sql,
+    detail_levels,
+)
+from search_app.types import SearchFilters
+
+logger = logging.getLogger(__name__)
+
+K1 = 1.2
+B = 0.75
+# PostgreSQL's ts_rank defaults for the weight letters of a tsvector ({D, C, B, A}).
+FIELD_WEIGHTS = {"A": 1.0, "B": 0.4, "C": 0.2, "D": 0.1}
+LEVEL_CODES = {level: i for i, level in enumerate(DETAIL_LEVELS)}
+SYNC_EVERY_S = 5.0
+# Artworks changed within this long before a sync's start are looked at again by the next one: a change
+# committed after the sync read the table carries an earlier timestamp than the commit.
+SYNC_OVERLAP_S = 60.0
+REBUILD_FRACTION = 0.2
+FORMAT_VERSION = 1
+_QUERY_LEXEME = re.compile(r"(!?)'((?:[^']|'')+)'")
+
+
+def index_path() -> Path:
+    return Path(settings.SEMART_DATA_DIR) / "indexes" / "text" / f"words-v{FORMAT_VERSION}.npz"
+
+
+@dataclass
+class Postings:
+    """Term -> documents and their BM25 weights, in one flat array per field (CSC layout)."""
+
+    terms: dict[str, int]
+    indptr: np.ndarray  # int64, len(terms) + 1
+    docs: np.ndarray  # int32 document positions, sorted within a term
+    weights: np.ndarray  # float32 BM25 weight of the term in the document
+    n_docs: int
+
+    df: np.ndarray  # float64 documents holding each term
+    average_length: float
+
+    @classmethod
+    def build(
+        cls,
+        doc_of: np.ndarray,
+        terms_of: list[str],
+        tf_of: np.ndarray,
+        n_docs: int,
+        *,
+        reference: Postings | None = None,
+    ) -> Postings:
+        """From one entry per (document, term): the document's position, the term, its (weighted) count.
+        With a ``reference``, its collection statistics (document count, lengths, document frequencies)
+        weigh the terms, so a small segment's scores compare with the reference's."""
+        vocabulary: dict[str, int] = {}
+        term_ids = np.fromiter(
+            (vocabulary.setdefault(t, len(vocabulary)) for t in terms_of), dtype=np.int64, count=len(terms_of)
+        )
+        doc_of = np.asarray(doc_of, dtype=np.int64)
+        tf = np.asarray(tf_of, dtype=np.float64)
+        length = np.bincount(doc_of, weights=tf, minlength=n_docs)
+        df = np.bincount(term_ids, minlength=len(vocabulary)).astype(np.float64)
+        if reference is None:
+            total = n_docs
+            average = float(length[length > 0].mean()) if (length > 0).any() else 1.0
+            df_used = df
+        else:
+            total, average = reference.n_docs + n_docs, reference.average_length
+            df_used = df + np.asarray([reference.document_frequency(t) for t in vocabulary], dtype=np.float64)
+        idf = np.log1p((total - df_used + 0.5) / (df_used + 0.5))
+        weight = idf[term_ids] * tf * (K1 + 1) / (tf + K1 * (1 - B + B * length[doc_of] / average))
+        order = np.lexsort((doc_of, term_ids))
+        indptr = np.zeros(len(vocabulary) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(term_ids, minlength=len(vocabulary)), out=indptr[1:])
+        return cls(
+            terms=vocabulary,
+            indptr=indptr,
+            docs=doc_of[order].astype(np.int32),
+            weights=weight[order].astype(np.float32),
+            n_docs=n_docs,
+            df=df,
+            average_length=average,
+        )
+
+    def document_frequency(self, term: str) -> float:
+        t = self.terms.get(term)
+        return 0.0 if t is None else float(self.df[t])
+
+    def postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
+        t = self.terms.get(term)
+        if t is None:
+            return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
+        lo, hi = self.indptr[t], self.indptr[t + 1]
+        return self.docs[lo:hi], self.weights[lo:hi]
+
+    def scores(self, positive: Sequence[str], negative: Sequence[str], *, match_all: bool) -> np.ndarray:
+        """Dense BM25 scores over all documents: 0 where the document does not match (any word, or with
+        ``match_all`` every word, as PostgreSQL's ``@@`` with an AND query), -inf where a negated word is."""
+        out = np.zeros(self.n_docs, dtype=np.float32)
+        terms = list(dict.fromkeys(positive))
+        matched = np.zeros(self.n_docs, dtype=np.int16) if match_all and len(terms) > 1 else None
+        for term in terms:
+            docs, weights = self.postings(term)
+            out[docs] += weights
+            if matched is not None:
+                matched[docs] += 1
+        if matched is not None:
+            out[matched < len(terms)] = 0.0
+        for term in negative:
+            out[self.postings(term)[0]] = -np.inf
+        return out
+
+
+def top_positions(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k highest positive scores, best first. Selects by a threshold before sorting:
+    ``argpartition`` over a million floats costs ~25 ms, a comparison ~1 ms."""
+    k = int(k)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    positive = np.flatnonzero(scores > 0)
+    if len(positive) > 4 * k:
+        values = scores[positive]
+        threshold = np.partition(values, len(values) - k)[len(values) - k]
+        positive = positive[values >= threshold]
+    order = np.lexsort((positive, -scores[positive]))
+    return positive[order][:k]
+
+
+@dataclass
+class Segment:
+    """One build: artworks and details, their ids and positions. A later segment overrides the artworks it
+    holds in an earlier one."""
+
+    artwork_ids: np.ndarray  # int64, sorted: position -> artwork id
+    artworks: Postings
+    detail_ids: np.ndarray  # int64: position -> detail id
+    detail_artwork: np.ndarray  # int32: position -> artwork position
+    detail_level: np.ndarray  # int8: LEVEL_CODES
+    details: Postings
+
+    def artwork_positions(self, ids: Iterable[int]) -> np.ndarray:
+        """Positions of the given artwork ids held here (ids not held are dropped)."""
+        wanted = np.asarray(sorted(set(ids)), dtype=np.int64)
+        pos = np.searchsorted(self.artwork_ids, wanted)
+        pos = pos[pos < len(self.artwork_ids)]
+        return pos[np.isin(self.artwork_ids[pos], wanted)]
+
+    def hits(
+        self,
+        positive: Sequence[str],
+        negative: Sequence[str],
+        *,
+        level: str,
+        allowed: np.ndarray | None,
+        limit: int,
+        match_all: bool = True,
+    ) -> list[tuple[int, int | None, float]]:
+        """(artwork id, best detail id or None, score), best first: an artwork's own document score plus its
+        best detail's, as the PostgreSQL leg adds them. ``allowed`` masks artwork positions."""
+        levels = [LEVEL_CODES[lv] for lv in detail_levels(level)]
+        detail_scores = self.details.scores(positive, negative, match_all=match_all)
+        keep = allowed[self.detail_artwork] if allowed is not None else None
+        if len(levels) < len(DETAIL_LEVELS):
+            at_level = np.isin(self.detail_level, levels)
+            keep = at_level if keep is None else keep & at_level
+        if keep is not None:
+            detail_scores[~keep] = 0.0
+        # Enough details that ``limit`` distinct artworks remain after keeping each one's best.
+        top_details = top_positions(detail_scores, limit * 8)
+        best: dict[int, tuple[int, float]] = {}
+        for p in top_details.tolist():
+            a = int(self.detail_artwork[p])
+            if a not in best:
+                best[a] = (p, float(detail_scores[p]))
+        combined: dict[int, float] = {a: s for a, (_, s) in best.items()}
+        if level == "artworks":
+            artwork_scores = self.artworks.scores(positive, negative, match_all=match_all)
+            if allowed is not None:
+                artwork_scores[~allowed] = 0.0
+            for a in top_positions(artwork_scores, limit * 2).tolist():
+                combined[a] = combined.get(a, 0.0) + float(artwork_scores[a])
+            for a in best:
+                if a in combined and np.isneginf(artwork_scores[a]):
+                    combined[a] = 0.0  # the artwork's own text holds a negated word
+        ranked = sorted(((s, a) for a, s in combined.items() if s > 0), key=lambda t: (-t[0], t[1]))[:limit]
+        return [
+            (
+                int(self.artwork_ids[a]),
+                int(self.detail_ids[best[a][0]]) if a in best else None,
+                s,
+            )
+            for s, a in ranked
+        ]
+
+
+def _artwork_rows(changed_since: float | None) -> tuple[list[int], list[int], list[str], list[float]]:
+    """(artwork ids, then one entry per (artwork, lexeme): artwork index, lexeme, weighted frequency)."""
+    notations, texts = catalogue_notation_texts()
+    case = " ".join(f"WHEN '{k}' THEN {v}" for k, v in FIELD_WEIGHTS.items())
+    sql = (
+        "WITH ic(notation, txt) AS (SELECT * FROM unnest(%(notations)s::text[], %(texts)s::text[])) "
+        # LEFT JOIN: an artwork without words of its own still holds its details' words.
+        "SELECT a.id, coalesce(array_agg(u.lexeme) FILTER (WHERE u.lexeme IS NOT NULL), '{}'), "
+        f"coalesce(array_agg((SELECT sum(CASE w::text {case} END) FROM unnest(u.weights) w)) "
+        "FILTER (WHERE u.lexeme IS NOT NULL), '{}') "
+        f"FROM collections_app_artwork a LEFT JOIN LATERAL unnest({_artwork_document_sql()}) u ON true "
+        f"WHERE {_changed_where('a.id', changed_since)} GROUP BY a.id ORDER BY a.id"
+    )
+    ids: list[int] = []
+    doc_of: list[int] = []
+    terms: list[str] = []
+    tf: list[float] = []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql, {"notations": notations, "texts": texts, "cfg": TS_CONFIG, "since": changed_since}
+        )
+        for artwork_id, lexemes, counts in cursor:
+            doc_of.extend([len(ids)] * len(lexemes))
+            ids.append(artwork_id)
+            terms.extend(lexemes)
+            tf.extend(float(c) for c in counts)
+    return ids, doc_of, terms, tf
+
+
+def _changed_where(artwork_column: str, changed_since: float | None) -> str:
+    """SQL: the artwork was created or edited, re-processed, had a detail or an artist edited, since then.
+    ``%(since)s`` is a Unix time; None means every artwork."""
+    if changed_since is None:
+        return "true"
+    since = "to_timestamp(%(since)s)"
+    return (
+        f"({artwork_column} IN (SELECT id FROM collections_app_artwork WHERE updated_at >= {since}) "
+        f"OR {artwork_column} IN (SELECT artwork_id FROM collections_app_processingstep "
+        f"WHERE finished_at >= {since}) "
+        f"OR {artwork_column} IN (SELECT artwork_id FROM collections_app_detail WHERE updated_at >= {since}) "
+        f"OR {artwork_column} IN (SELECT aa.artwork_id FROM collections_app_artwork_artists aa "
+        f"JOIN collections_app_artist ar ON ar.id = aa.artist_id WHERE ar.updated_at >= {since}))"
+    )
+
+
+def build_segment(changed_since: float | None = None, *, reference: Segment | None = None) -> Segment:
+    """Read the artworks (all, or those changed since a Unix time) and their visible details. A delta
+    segment is weighed with its ``reference``'s statistics (``Postings.build``)."""
+    ids, doc_of, terms, tf = _artwork_rows(changed_since)
+    artwork_ids = np.asarray(ids, dtype=np.int64)
+    artworks = Postings.build(
+        np.asarray(doc_of),
+        terms,
+        np.asarray(tf),
+        len(ids),
+        reference=reference.artworks if reference else None,
+    )
+    detail_ids: list[int] = []
+    detail_artwork: list[int] = []
+    detail_level: list[int] = []
+    d_doc: list[int] = []
+    d_terms: list[str] = []
+    d_tf: list[float] = []
+    position = {a: i for i, a in enumerate(ids)}
+    sql = (
+        "SELECT d.id, d.artwork_id, d.level, "
+        "array(SELECT u.lexeme FROM unnest(t.v) u), "
+        "array(SELECT cardinality(u.positions) FROM unnest(t.v) u) "
+        f"FROM collections_app_detail d CROSS JOIN LATERAL (SELECT to_tsvector(%(cfg)s, {_DETAIL_TEXT}) v) t "
+        f"WHERE d.review_state <> 'hidden' AND {_changed_where('d.artwork_id', changed_since)} "
+        "ORDER BY d.artwork_id, d.id"
+    )
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(sql, {"cfg": TS_CONFIG, "since": changed_since})
+        for detail_id, artwork_id, level, lexemes, counts in cursor:
+            a = position.get(artwork_id)
+            if a is None or level not in LEVEL_CODES:
+                continue  # created after the artworks were read: the next sync takes it
+            d_doc.extend([len(detail_ids)] * len(lexemes))
+            detail_ids.append(detail_id)
+            detail_artwork.append(a)
+            detail_level.append(LEVEL_CODES[level])
+            d_terms.extend(lexemes)
+            d_tf.extend(float(c) for c in counts)
+    details = Postings.build(
+        np.asarray(d_doc),
+        d_terms,
+        np.asarray(d_tf),
+        len(detail_ids),
+        reference=reference.details if reference else None,
+    )
+    return Segment(
+        artwork_ids=artwork_ids,
+        artworks=artworks,
+        detail_ids=np.asarray(detail_ids, dtype=np.int64),
+        detail_artwork=np.asarray(detail_artwork, dtype=np.int32),
+        detail_level=np.asarray(detail_level, dtype=np.int8),
+        details=details,
+    )
+
+
+def _postings_arrays(prefix: str, p: Postings) -> dict[str, np.ndarray]:
+    return {
+        f"{prefix}_terms": np.asarray(json.dumps(list(p.terms))),
+        f"{prefix}_indptr": p.indptr,
+        f"{prefix}_docs": p.docs,
+        f"{prefix}_weights": p.weights,
+        f"{prefix}_n": np.asarray(p.n_docs),
+        f"{prefix}_df": p.df,
+        f"{prefix}_average_length": np.asarray(p.average_length),
+    }
+
+
+def _postings_from(data: dict[str, np.ndarray], prefix: str) -> Postings:
+    terms = json.loads(str(data[f"{prefix}_terms"]))
+    return Postings(
+        terms={t: i for i, t in enumerate(terms)},
+        indptr=data[f"{prefix}_indptr"],
+        docs=data[f"{prefix}_docs"],
+        weights=data[f"{prefix}_weights"],
+        n_docs=int(data[f"{prefix}_n"]),
+        df=data[f"{prefix}_df"],
+        average_length=float(data[f"{prefix}_average_length"]),
+    )
+
+
+@dataclass
+class WordIndex:
+    """The saved build (``base``), the artworks changed since (``delta``), and when the base was read."""
+
+    base: Segment
+    built_at: float  # database clock, Unix time, at the start of the base's build
+    delta: Segment | None = None
+    base_dead: np.ndarray | None = None  # bool over base artwork positions: overridden by the delta
+
+    def save(self, path: Path | None = None) -> Path:
+        path = path or index_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        s = self.base
+        tmp = path.with_suffix(".tmp.npz")
+        arrays: dict[str, Any] = {
+            "built_at": np.asarray(self.built_at),
+            "artwork_ids": s.artwork_ids,
+            "detail_ids": s.detail_ids,
+            "detail_artwork": s.detail_artwork,
+            "detail_level": s.detail_level,
+            **_postings_arrays("artworks", s.artworks),
+            **_postings_arrays("details", s.details),
+        }
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> WordIndex | None:
+        path = path or index_path()
+        if not path.is_file():
+            return None
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+        base = Segment(
+            artwork_ids=arrays["artwork_ids"],
+            artworks=_postings_from(arrays, "artworks"),
+            detail_ids=arrays["detail_ids"],
+            detail_artwork=arrays["detail_artwork"],
+            detail_level=arrays["detail_level"],
+            details=_postings_from(arrays, "details"),
+        )
+        return cls(base=base, built_at=float(arrays["built_at"]))
+
+    @classmethod
+    def rebuild(cls) -> WordIndex:
+        started = _database_now()
+        return cls(base=build_segment(), built_at=started)
+
+    def sync(self) -> int:
+        """Re-read every artwork changed since the base was built into the delta. Returns its artworks."""
+        delta = build_segment(changed_since=self.built_at - SYNC_OVERLAP_S, reference=self.base)
+        dead = np.zeros(len(self.base.artwork_ids), dtype=bool)
+        dead[self.base.artwork_positions(delta.artwork_ids.tolist())] = True
+        self.delta, self.base_dead = delta, dead  # swapped together: a search sees one or the other
+        return len(delta.artwork_ids)
+
+    def size(self) -> tuple[int, int]:
+        """(artworks, details) in the base."""
+        return len(self.base.artwork_ids), len(self.base.detail_ids)
+
+    def search(
+        self, query: WordQuery, *, level: str, allowed_ids: np.ndarray | None, limit: int
+    ) -> list[tuple[int, int | None, float]]:
+        delta, dead = self.delta, self.base_dead
+        allowed = _mask(self.base, allowed_ids)
+        if dead is not None and dead.any():
+            allowed = ~dead if allowed is None else allowed & ~dead
+        segments = [(self.base, allowed)]
+        if delta is not None and len(delta.artwork_ids):
+            segments.append((delta, _mask(delta, allowed_ids)))
+        hits = []
+        for segment, mask in segments:
+            hits += segment.hits(
+                query.positive,
+                query.negative,
+                level=level,
+                allowed=mask,
+                limit=limit,
+                match_all=query.match_all,
+            )
+        hits.sort(key=lambda h: (-h[2], h[0]))
+        return hits[:limit]
+
+
+def _mask(segment: Segment, allowed_ids: np.ndarray | None) -> np.ndarray | None:
+    if allowed_ids is None:
+        return None
+    mask = np.zeros(len(segment.artwork_ids), dtype=bool)
+    mask[segment.artwork_positions(allowed_ids.tolist())] = True
+    return mask
+
+
+def _database_now() -> float:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extract(epoch FROM now())")
+        return float(cursor.fetchone()[0])
+
+
+@dataclass(frozen=True)
+class WordQuery:
+    positive: list[str]
+    negative: list[str]
+    match_all: bool  # False when the query says "or"
+
+
+def query_lexemes(text: str) -> WordQuery:
+    """A websearch query's words and negated words, as PostgreSQL's English configuration stems them.
+    Phrases count as their words (the index keeps no positions)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT websearch_to_tsquery(%s, %s)::text", [TS_CONFIG, text])
+        tsquery = cursor.fetchone()[0] or ""
+    positive: list[str] = []
+    negative: list[str] = []
+    for bang, lexeme in _QUERY_LEXEME.findall(tsquery):
+        (negative if bang else positive).append(lexeme.replace("''", "'"))
+    return WordQuery(positive=positive, negative=negative, match_all=" | " not in tsquery)
+
+
+# --- The process's index and its background upkeep -------------------------------------------------------
+
+_state_lock = threading.Lock()
+_index: WordIndex | None = None
+_loaded = False
+_synced_at = 0.0
+_worker: threading.Thread | None = None
+
+
+def current_index() -> WordIndex | None:
+    """The process's index, loaded from disk on first use; a background sync when it is due. None until a
+    build has been saved (``manage.py search_index rebuild``)."""
+    global _index, _loaded, _synced_at, _worker
+    with _state_lock:
+        if not _loaded:
+            _index, _loaded = WordIndex.load(), True
+            _synced_at = 0.0
+        due = time.monotonic() - _synced_at > SYNC_EVERY_S
+        if _index is not None and due and (_worker is None or not _worker.is_alive()):
+            _synced_at = time.monotonic()
+            _worker = threading.Thread(target=_upkeep, args=(_index,), name="word-index-sync", daemon=True)
+            _worker.start()
+        return _index
+
+
+def _upkeep(index: WordIndex) -> None:
+    """Sync the delta; rebuild and save when the delta has grown too large. Runs on its own connection."""
+    global _index
+    try:
+        changed = index.sync()
+        artworks, _ = index.size()
+        if changed > REBUILD_FRACTION * max(artworks, 1):
+            fresh = WordIndex.rebuild()
+            fresh.save()
+            with _state_lock:
+                _index = fresh
+            logger.info("word index rebuilt: %d artworks had changed since the last build", changed)
+    except Exception:  # the searches carry on with the index they have; the next sync tries again
+        logger.exception("word index sync failed")
+    finally:
+        connection.close()
+
+
+def reset() -> None:
+    """Forget the loaded index (tests; after ``search_index rebuild`` in this process)."""
+    global _index, _loaded, _synced_at
+    with _state_lock:
+        _index, _loaded, _synced_at = None, False, 0.0
+
+
+def rebuild_and_save() -> WordIndex:
+    global _index, _loaded, _synced_at
+    index = WordIndex.rebuild()
+    index.save()
+    with _state_lock:
+        _index, _loaded, _synced_at = index, True, time.monotonic()
+    return index
+
+
+def memory_lexical_leg(
+    *,
+    text: str,
+    level: str = "artworks",
+    filters: SearchFilters = NO_FILTERS,
+    limit: int,
+) -> list[LegHit] | None:
+    """The full-text leg from the in-memory index, checked against the database. None when no index has
+    been built yet: the caller uses the PostgreSQL leg."""
+    index = current_index()
+    if index is None:
+        return None
+    query = query_lexemes(text)
+    if not query.positive:
+        return []
+    allowed = _allowed_artworks(filters)
+    # A few more than asked: hits the database no longer shows are dropped below.
+    found = index.search(query, level=level, allowed_ids=allowed, limit=int(limit) + 8)
+    if not found and query.match_all and len(set(query.positive)) > 1:
+        # No document holds every word (long natural-language queries): rank those holding any, before
+        # the caller's trigram fallback, which is meant for words nothing holds (misspellings).
+        relaxed = dataclasses.replace(query, match_all=False)
+        found = index.search(relaxed, level=level, allowed_ids=allowed, limit=int(limit) + 8)
+    return _visible(found)[: int(limit)]
+
+
+def _allowed_artworks(filters: SearchFilters) -> np.ndarray | None:
+    filter_sql, params = _filter_sql(filters, "a.id")
+    if not filter_sql:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT a.id FROM collections_app_artwork a WHERE true{filter_sql}", params)  # type: ignore[arg-type]
+        return np.asarray([r[0] for r in cursor.fetchall()], dtype=np.int64)
+
+
+def _visible(found: list[tuple[int, int | None, float]]) -> list[LegHit]:
+    """Drop artworks deleted since the build and details deleted or hidden since (their artwork keeps its
+    own score, without the region)."""
+    if not found:
+        return []
+    artwork_ids = [a for a, _, _ in found]
+    detail_ids = [d for _, d, _ in found if d is not None]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM collections_app_artwork WHERE id = ANY(%s)", [artwork_ids])
+        artworks = {r[0] for r in cursor.fetchall()}
+        cursor.execute(
+            "SELECT id FROM collections_app_detail WHERE id = ANY(%s) AND review_state <> 'hidden'",
+            [detail_ids],
+        )
+        details = {r[0] for r in cursor.fetchall()}
+    return [
+        LegHit(artwork_id=a, detail_id=d if d in details else None, score=s)
+        for a, d, s in found
+        if a in artworks
+    ]
