@@ -191,6 +191,7 @@ def index_alone(
     efs: list[int],
     use_faiss: bool,
     faiss_hnsw: bool,
+    faiss_saved_nprobes: Sequence[int] = (),
 ) -> dict[str, Any]:
     truth = stored.exact(queries, 64)
     out: dict[str, Any] = {"vectors": len(stored.vectors), "queries": len(queries)}
@@ -220,6 +221,12 @@ def index_alone(
                 statistics.fmean(recall(f, t, 64) for f, t in zip(rows, truth, strict=True)), 4
             ),
         }
+    if faiss_saved_nprobes:
+        out.update(
+            saved_faiss(
+                queries=queries, truth=truth, model_key=model_key, kind=kind, nprobes=faiss_saved_nprobes
+            )
+        )
     if use_faiss or faiss_hnsw:
         out.update(
             faiss_alone(
@@ -232,6 +239,43 @@ def index_alone(
                 with_hnsw=faiss_hnsw,
             )
         )
+    return out
+
+
+def saved_faiss(
+    *, queries: np.ndarray, truth: list[np.ndarray], model_key: str, kind: str, nprobes: Sequence[int]
+) -> dict[str, Any]:
+    """The index the site searches (saved by ``search_index rebuild``), at each IVF nprobe. Its ids are
+    embedding row ids; the truth is detail ids, so each id is mapped through the embedding table."""
+    import faiss
+
+    from collections_app.models import DetailEmbedding
+    from search_app.faiss_index import VectorIndex
+
+    vi = VectorIndex(target="detail", model_key=model_key, kind=kind, dim=DIM)
+    if not vi.load():
+        raise SystemExit("no saved FAISS index: run `manage.py search_index rebuild` first")
+    rows = DetailEmbedding.objects.filter(model_key=model_key, kind=kind).values_list("id", "detail_id")
+    to_detail = dict(rows.iterator(chunk_size=50_000))
+    out: dict[str, Any] = {}
+    for nprobe in nprobes if hasattr(vi.index, "nprobe") else [0]:
+        if nprobe:
+            vi.index.nprobe = nprobe
+        found, ms = [], []
+        for q in queries:
+            (_, labels), t = timed(lambda q=q: vi.index.search(q.reshape(1, -1), 64))
+            ms.append(t)
+            found.append([to_detail.get(int(i), -1) for i in labels[0]])
+        out[f"faiss_saved_{type(vi.index).__name__}_nprobe{nprobe}"] = {
+            "ms": stats(ms),
+            "bytes": int(faiss.serialize_index(vi.index).nbytes),
+            "recall@10": round(
+                statistics.fmean(recall(f, t, 10) for f, t in zip(found, truth, strict=True)), 4
+            ),
+            "recall@64": round(
+                statistics.fmean(recall(f, t, 64) for f, t in zip(found, truth, strict=True)), 4
+            ),
+        }
     return out
 
 
@@ -526,9 +570,14 @@ def _iconclass_leg_from_text(text: str) -> Any:
 
 
 def per_leg(texts: list[str], model_key: str) -> dict[str, Any]:
-    """The first stage's legs one by one in this process, to see where the time goes."""
+    """The first stage's legs one by one in this process, to see where the time goes; the vector legs
+    from the index the settings choose (pgvector or FAISS), the words from PostgreSQL or the word index."""
+    from search_app.pipeline import _vector_leg_function
     from search_app.query_encoding import encode_text_here
-    from search_app.retrieval import lexical_leg, vector_leg
+    from search_app.retrieval import lexical_leg
+
+    vector_leg = _vector_leg_function()
+    lexical_leg(text="warm up", limit=64)  # loads the word index, if chosen
 
     legs: dict[str, list[float]] = {}
     for text in texts:
@@ -560,8 +609,16 @@ def main() -> None:
     )
     parser.add_argument("--rerank-queries", type=int, default=50, help="in-process rerank runs")
     parser.add_argument("--cancel-trials", type=int, default=30)
-    parser.add_argument("--ef", type=int, nargs="+", default=[100, 400], help="hnsw_ef_search values")
+    parser.add_argument(
+        "--ef", type=int, nargs="*", default=[100, 400], help="hnsw_ef_search values (none: no pgvector runs)"
+    )
     parser.add_argument("--faiss", action="store_true", help="FAISS as configured, for the image vectors")
+    parser.add_argument(
+        "--faiss-saved",
+        action="store_true",
+        help="the FAISS indexes `search_index rebuild` saved, both kinds, at each --nprobe (no build here)",
+    )
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--faiss-hnsw", action="store_true", help="and FAISS HNSW (slow to build on 2 cores)")
     parser.add_argument("--halfvec", type=int, default=0, help="check halfvec recall on this many vectors")
     parser.add_argument(
@@ -647,6 +704,7 @@ def main() -> None:
                 efs=args.ef,
                 use_faiss=args.faiss and kind == "image",  # the text vectors' index is built the same way
                 faiss_hnsw=args.faiss_hnsw and kind == "image",
+                faiss_saved_nprobes=args.nprobe if args.faiss_saved else [],
             )
             del stored
 

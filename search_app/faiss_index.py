@@ -12,7 +12,6 @@ built with it.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -26,13 +25,16 @@ import numpy as np
 from django.conf import settings
 from django.db import connection
 
-from search_app.retrieval import DETAIL_LEVELS, NO_FILTERS, LegHit, _filter_sql
+from search_app.retrieval import DETAIL_LEVELS, NO_FILTERS, LegHit, _filter_sql, halfvec_rows
 from search_app.types import SearchFilters
 
 logger = logging.getLogger(__name__)
 
 TABLES = {"artwork": "collections_app_artworkembedding", "detail": "collections_app_detailembedding"}
-IVF_FROM = 200_000
+# Exact search reads every vector (bandwidth-bound: 100k x 384 float32 took 14-16 ms a query here); IVF
+# reads the lists it probes.
+IVF_FROM = 50_000
+TRAIN_POINTS_PER_LIST = 64
 SYNC_EVERY_S = 5.0
 # Off in tests: a thread's own database connection would not see the rows of a test's transaction.
 SYNC_IN_BACKGROUND = True
@@ -48,7 +50,7 @@ def _faiss() -> Any:
 
 def nprobe() -> int:
     """IVF lists searched per query (``SEARCH["faiss_nprobe"]``): recall against time, docs/benchmarks.md."""
-    return int(settings.SEARCH.get("faiss_nprobe", 32))
+    return int(settings.SEARCH.get("faiss_nprobe", 256))
 
 
 def index_dir() -> Path:
@@ -69,6 +71,7 @@ class VectorIndex:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     syncing: bool = False
     compared_at: float = 0.0
+    highest: int = 0  # the highest id held: rows above it are new
 
     @property
     def name(self) -> str:
@@ -97,15 +100,21 @@ class VectorIndex:
             index.nprobe = nprobe()
         return _on_device(index)
 
-    def _fetch(self, extra_where: str = "", params: Sequence[object] = ()) -> tuple[np.ndarray, np.ndarray]:
-        sql, base = self._rows_sql()
-        with connection.cursor() as cursor:
-            cursor.execute(sql + extra_where, [*base, *params])
-            rows = cursor.fetchall()
-        if not rows:
+    def _fetch(self, only_ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and unit vectors of the rows (all, or ``only_ids``), read in PostgreSQL's binary format
+        (parsing 1M vectors from text took ~1.5 min)."""
+        from collections_app.models import ArtworkEmbedding, DetailEmbedding
+
+        model = ArtworkEmbedding if self.target == "artwork" else DetailEmbedding
+        rows = model.objects.filter(model_key=self.model_key, kind=self.kind, dim=self.dim)
+        if only_ids is not None:
+            rows = rows.filter(id__in=list(only_ids))
+        found = halfvec_rows(rows.order_by(), "id")
+        if not found:
             return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
-        ids = np.asarray([r[0] for r in rows], dtype=np.int64)
-        vectors = np.asarray([json.loads(r[1]) for r in rows], dtype=np.float32)
+        ids = np.fromiter((r[0] for r in found), dtype=np.int64, count=len(found))
+        vectors = np.stack([r[1] for r in found])
+        del found
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return ids, vectors
 
@@ -113,10 +122,15 @@ class VectorIndex:
         ids, vectors = self._fetch()
         index = self._new_index(len(ids))
         if len(ids) and hasattr(index, "is_trained") and not index.is_trained:
-            index.train(vectors)
+            # k-means on a sample, as FAISS itself advises (~40-256 points a list): on all of 1M vectors
+            # the training took 6 min on 2 cores.
+            sample = min(len(ids), TRAIN_POINTS_PER_LIST * index.nlist)
+            pick = np.random.default_rng(0).choice(len(ids), size=sample, replace=False)
+            index.train(vectors[np.sort(pick)])
         if len(ids):
             index.add_with_ids(vectors, ids)
         self.index, self.ids = index, set(ids.tolist())
+        self.highest = int(ids.max()) if len(ids) else 0
         self.synced_at = self.compared_at = time.monotonic()
         return len(ids)
 
@@ -131,28 +145,33 @@ class VectorIndex:
             return self.rebuild(), 0
         sql, params = self._rows_sql()
         id_sql = sql.replace("id, vector::text", "id")
-        highest = max(self.ids, default=0)
         with connection.cursor() as cursor:
-            cursor.execute(id_sql + " AND id > %s", [*params, highest])
+            cursor.execute(id_sql + " AND id > %s", [*params, self.highest])
             above = {r[0] for r in cursor.fetchall()}
             cursor.execute(id_sql.replace("SELECT id", "SELECT count(*)", 1), params)
             total = int(cursor.fetchone()[0])
             compare = time.monotonic() - self.compared_at > FULL_COMPARE_EVERY_S
             if total == len(self.ids) + len(above) and not compare:
-                current = self.ids | above
+                # No set arithmetic over the million ids held: a sync runs beside the searches, and
+                # Python work here holds the interpreter they need.
+                gone, new = set(), above
             else:
                 cursor.execute(id_sql, params)
                 current = {r[0] for r in cursor.fetchall()}
                 self.compared_at = time.monotonic()
-        gone = self.ids - current
-        new = current - self.ids
-        ids, vectors = self._fetch(" AND id = ANY(%s)", [sorted(new)]) if new else (None, None)
+                gone, new = self.ids - current, current - self.ids
+        if not gone and not new:
+            self.synced_at = time.monotonic()
+            return 0, 0
+        ids, vectors = self._fetch(sorted(new)) if new else (None, None)
         with self.lock:
             if gone:
                 self.index.remove_ids(np.asarray(sorted(gone), dtype=np.int64))
             if new:
                 self.index.add_with_ids(vectors, ids)
-            self.ids = current
+            self.ids -= gone  # in place: copying a million ids would hold the interpreter
+            self.ids |= new
+            self.highest = max(self.highest, max(new, default=0))
         self.synced_at = time.monotonic()
         return len(new), len(gone)
 
@@ -185,6 +204,7 @@ class VectorIndex:
             return False
         self.index = _on_device(index)
         self.ids = set(ids.tolist())
+        self.highest = int(ids.max()) if len(ids) else 0
         self.synced_at = self.compared_at = 0.0  # a sync is due at once
         return True
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from django.core.management import call_command
+from django.db import connection
 
 from collections_app.models import Artwork, Detail
 from search_app import text_index
 from search_app.iconclass_expansion import forget_catalogue_notations
-from search_app.retrieval import lexical_leg
-from search_app.text_index import Postings, WordQuery, query_lexemes, top_positions
+from search_app.retrieval import iconclass_leg, lexical_leg
+from search_app.text_index import Postings, Vocabulary, WordQuery, query_lexemes, top_positions
 from search_app.types import SearchFilters
 from tests.factories import ArtistFactory, ArtworkFactory, DetailFactory
 
@@ -63,6 +64,17 @@ def test_top_positions_matches_a_full_sort(seed: int) -> None:
     assert top_positions(scores, 100).tolist() == expected
 
 
+def test_vocabulary_corrects_by_trigram_similarity_as_pg_trgm_does(django_db_blocker) -> None:
+    vocabulary = Vocabulary(["jerom", "studi", "lion", "halo", "hall"])
+    assert vocabulary.closest("jeromm") == "jerom"
+    assert vocabulary.closest("studdi") == "studi"
+    assert vocabulary.closest("halos") == "halo"
+    assert vocabulary.closest("xylophon") is None
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT similarity('jeromm', 'jerom'), similarity('studdi', 'studi')")
+        assert [round(v, 3) for v in cursor.fetchone()] == [0.625, 0.625], "the same measure as pg_trgm"
+
+
 def test_query_lexemes_are_postgresql_stems_with_negations_and_or() -> None:
     assert query_lexemes('the Virgin Mary -child "golden halos"') == WordQuery(
         positive=["virgin", "mari", "golden", "halo"], negative=["child"], match_all=True
@@ -92,7 +104,7 @@ def test_memory_leg_finds_what_the_postgresql_leg_finds() -> None:
     assert words("angel wings") == [(wings.pk, wing.pk)]
     assert words("hermit") == [(hermit.pk, None)], "ICONCLASS texts of the artwork's notations"
     assert words("Jerome", level="entity") == [], "at a detail level only regions answer"
-    assert words("Jeromme studdy") == [(jerome.pk, None)], "words nothing holds fall back to trigrams"
+    assert words("Jeromme studdy") == [(jerome.pk, None)], "words nothing holds: the closest known ones"
     with pytest.MonkeyPatch.context() as mp:  # the same answers from PostgreSQL
         mp.setattr(text_index, "current_index", lambda: None)
         assert words("desk") == [(jerome.pk, None)]
@@ -146,3 +158,35 @@ def test_sync_reindexes_changed_artworks_and_the_command_saves_a_loadable_index(
     assert words("unicorn") == [(later.pk, None)]
     assert words("griffin") == [(first.pk, Detail.objects.get(artwork=first).pk)]
     assert words("horse") == [(first.pk, None)]
+
+
+def test_iconclass_leg_from_memory_ranks_as_postgresql_does() -> None:
+    jerome = ArtworkFactory(title="Untitled", iconclass=["11H(JEROME)"])
+    magdalene = ArtworkFactory(title="Untitled", iconclass=["11HH(MARY MAGDALENE)"])
+    peter = DetailFactory(artwork=ArtworkFactory(title="Untitled"), iconclass=["11H(PETER)"], level="group")
+    both = ArtworkFactory(title="Untitled", iconclass=["11H(PETER)", "11H(JEROME)"])
+    filtered = ArtworkFactory(title="Untitled", iconclass=["11H(JEROME)"], date_begin=1900, date_end=1901)
+    text_index.rebuild_and_save()
+    weighted = [("11H(JEROME)", 1.0), ("11H(PETER)", 0.5), ("11HH(MARY MAGDALENE)", 0.2)]
+
+    def legs(**kwargs):  # type: ignore[no-untyped-def]
+        memory = [(h.artwork_id, h.detail_id, h.score) for h in iconclass_leg(notations=weighted, **kwargs)]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(text_index, "current_index", lambda: None)
+            postgres = [
+                (h.artwork_id, h.detail_id, h.score) for h in iconclass_leg(notations=weighted, **kwargs)
+            ]
+        assert memory == postgres
+        return memory
+
+    assert legs(limit=10) == [
+        (jerome.pk, None, 1.0),
+        (both.pk, None, 1.0),
+        (filtered.pk, None, 1.0),
+        (peter.artwork_id, peter.pk, 0.5),
+        (magdalene.pk, None, 0.2),
+    ]
+    assert [a for a, _, _ in legs(limit=2)] == [jerome.pk, both.pk]
+    assert filtered.pk not in [a for a, _, _ in legs(limit=10, filters=SearchFilters(year_to=1800))]
+    assert legs(limit=10, level="group") == [(peter.artwork_id, peter.pk, 0.5)]
+    assert legs(limit=10, level="scene") == []
