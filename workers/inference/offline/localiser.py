@@ -1,0 +1,279 @@
+"""The localiser: which windows of a picture sit *on* a thing, not merely around it.
+
+The projection head answers "is there a halo in this window?", and every window around a halo says yes:
+the detector's best window for a label rarely overlapped the true box (FINDINGS.md; region hit@10 0.08
+on art-dev's held-out pictures, about chance). The localiser is trained for the other question: for each
+detector phrase, a logistic score of a window that is high when the window's IoU with a box of that phrase
+is at least ``POSITIVE_IOU``, and low below ``NEGATIVE_IOU`` (windows in between are not used). Its inputs
+are the window's pooled dense-grid features (standardised), the head's own score for the phrase (as a
+logit) and the window's log area, so it learns "contains the thing, and tightly".
+
+Trained by ``manage.py train_localiser`` on the pictures the head was trained on (``train_ids``), so the
+head's held-out pictures stay unseen by both. Stored like the head: a small float16 .npz with its phrases,
+training ids, the head version it was trained with, and a version digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers.inference.base import Box, ModelLoadError
+from workers.inference.offline.head import ASSETS, ProjectionHead
+
+DEFAULT_LOCALISER = ASSETS / "localiser.npz"
+# Window sides (of the picture's shorter side) the localiser was trained on and the detector slides:
+# 0.14 reaches the small things (haloes, books, crowns: median box 1-4% of the picture).
+WINDOW_SIDES = (0.5, 0.33, 0.2, 0.14)
+POSITIVE_IOU = 0.35
+NEGATIVE_IOU = 0.15
+MIN_POSITIVES = 5  # phrases with fewer positive windows get no localiser
+
+
+def box_iou(box: Box, windows: np.ndarray) -> np.ndarray:
+    """IoU of one relative xywh box with each row of an (n, 4) array of windows."""
+    x1 = np.maximum(windows[:, 0], box[0])
+    y1 = np.maximum(windows[:, 1], box[1])
+    x2 = np.minimum(windows[:, 0] + windows[:, 2], box[0] + box[2])
+    y2 = np.minimum(windows[:, 1] + windows[:, 3], box[1] + box[3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    return inter / np.maximum(windows[:, 2] * windows[:, 3] + box[2] * box[3] - inter, 1e-12)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float32), 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+@dataclass
+class Localiser:
+    phrases: list[str]  # the detector phrases it scores (a subset of the head's)
+    weight: np.ndarray  # (1280, n_phrases)
+    contains_weight: np.ndarray  # (n_phrases,) on the head's logit for the phrase
+    area_weight: np.ndarray  # (n_phrases,) on log(window area)
+    bias: np.ndarray  # (n_phrases,)
+    feature_mean: np.ndarray  # (1280,)
+    feature_scale: np.ndarray  # (1280,)
+    head_version: str
+    train_ids: list[str] = field(default_factory=list)
+    metadata: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        digest = hashlib.sha256()
+        for array in (self.weight, self.contains_weight, self.area_weight, self.bias):
+            digest.update(np.ascontiguousarray(array, dtype=np.float16).tobytes())
+        digest.update(json.dumps([self.phrases, self.head_version]).encode())
+        return digest.hexdigest()[:12]
+
+    def scores(self, features: np.ndarray, head: ProjectionHead, windows: np.ndarray) -> np.ndarray:
+        """(n, 1280) pooled window features -> (n, n_phrases) probabilities that the window sits on the
+        phrase's thing."""
+        features = np.atleast_2d(np.asarray(features, dtype=np.float32))
+        return self.probabilities(features, self.head_scores(features, head), windows)
+
+    def head_scores(self, features: np.ndarray, head: ProjectionHead) -> np.ndarray:
+        """The head's (n, n_phrases) probabilities that each window contains each of these phrases."""
+        columns = [head.phrases.index(p) for p in self.phrases]
+        return head.label_scores(head.project(features))[:, columns]
+
+    def probabilities(self, features: np.ndarray, head_scores: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """As ``scores``, given the head's probabilities for the same windows and phrases."""
+        logits = self._logits(
+            np.atleast_2d(np.asarray(features, dtype=np.float32)),
+            _logit(head_scores),
+            np.asarray(windows, dtype=np.float32),
+        )
+        return 1.0 / (1.0 + np.exp(-logits))
+
+    def _logits(self, features: np.ndarray, contains: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        standard = (features - self.feature_mean) / self.feature_scale
+        area = np.log(np.maximum(windows[:, 2] * windows[:, 3], 1e-6))[:, None]
+        return (
+            standard @ self.weight.astype(np.float32)
+            + contains * self.contains_weight
+            + area * self.area_weight
+            + self.bias
+        )
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = dict(self.metadata, version=self.version, head_version=self.head_version)
+        with path.open("wb") as handle:
+            np.savez_compressed(
+                handle,
+                weight=self.weight.astype(np.float16),
+                contains_weight=self.contains_weight.astype(np.float32),
+                area_weight=self.area_weight.astype(np.float32),
+                bias=self.bias.astype(np.float32),
+                feature_mean=self.feature_mean.astype(np.float32),
+                feature_scale=self.feature_scale.astype(np.float32),
+                phrases=np.array(json.dumps(self.phrases)),
+                train_ids=np.array(json.dumps(sorted(self.train_ids))),
+                metadata=np.array(json.dumps(meta)),
+            )
+
+    @classmethod
+    def load(cls, path: Path) -> Localiser:
+        if not path.is_file():
+            raise ModelLoadError(f"localiser not found at {path}; train one with `manage.py train_localiser`")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["metadata"]))
+                meta.pop("version", None)
+                return cls(
+                    phrases=list(json.loads(str(data["phrases"]))),
+                    weight=data["weight"].astype(np.float32),
+                    contains_weight=data["contains_weight"],
+                    area_weight=data["area_weight"],
+                    bias=data["bias"],
+                    feature_mean=data["feature_mean"],
+                    feature_scale=data["feature_scale"],
+                    head_version=str(meta.pop("head_version")),
+                    train_ids=list(json.loads(str(data["train_ids"]))),
+                    metadata=meta,
+                )
+        except (KeyError, ValueError, OSError) as exc:
+            raise ModelLoadError(f"{path} is not a localiser file: {exc}") from exc
+
+
+# --- Training --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WindowSet:
+    """Every window of the training pictures: features, the head's logits, areas, and per phrase the best
+    IoU with a box of that phrase."""
+
+    features: np.ndarray  # (n, 1280)
+    contains: np.ndarray  # (n, n_phrases)
+    windows: np.ndarray  # (n, 4)
+    best_iou: np.ndarray  # (n, n_phrases)
+    picture_of: np.ndarray  # (n,) index into the pictures
+
+
+def window_set(
+    pictures: Sequence[Any],
+    head: ProjectionHead,
+    phrases: Sequence[str],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> WindowSet:
+    """Pictures are ``training.Picture`` (path and boxes); features come from one dense grid a picture."""
+    from PIL import Image
+
+    from workers.inference.offline.detector import sliding_windows
+    from workers.inference.offline.effnet import get_effnet
+    from workers.inference.offline.training import readable_label
+
+    index = {p: i for i, p in enumerate(phrases)}
+    columns = [head.phrases.index(p) for p in phrases]
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    for n, picture in enumerate(pictures):
+        with Image.open(picture.path) as image:
+            rgb = image.convert("RGB")
+            grid = get_effnet().dense_grid(rgb)
+            windows = np.asarray(sliding_windows(*rgb.size, sides=WINDOW_SIDES), dtype=np.float32)
+        features = np.stack([grid.pool(tuple(w)) for w in windows]).astype(np.float32)
+        contains = _logit(head.label_scores(head.project(features))[:, columns])
+        best = np.zeros((len(windows), len(phrases)), dtype=np.float32)
+        for box, label in picture.boxes:
+            j = index.get(readable_label(label))
+            if j is not None:
+                best[:, j] = np.maximum(best[:, j], box_iou(box, windows))
+        parts.append((features, contains, windows, best))
+        if progress:
+            progress(n + 1, len(pictures))
+    return WindowSet(
+        features=np.concatenate([p[0] for p in parts]),
+        contains=np.concatenate([p[1] for p in parts]),
+        windows=np.concatenate([p[2] for p in parts]),
+        best_iou=np.concatenate([p[3] for p in parts]),
+        picture_of=np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)]),
+    )
+
+
+def fit(
+    data: WindowSet,
+    phrases: list[str],
+    *,
+    head_version: str,
+    steps: int = 300,
+    batch: int = 8192,
+    learning_rate: float = 0.01,
+    l2: float = 1e-3,
+    seed: int = 0,
+) -> Localiser:
+    """Weighted logistic regression per phrase (positives up-weighted to balance the negatives, at most
+    50x), Adam on mini-batches. Phrases with fewer than MIN_POSITIVES positive windows are dropped."""
+    positive = data.best_iou >= POSITIVE_IOU
+    used = (data.best_iou < NEGATIVE_IOU) | positive
+    keep = [j for j in range(len(phrases)) if positive[:, j].sum() >= MIN_POSITIVES]
+    mean = data.features.mean(axis=0)
+    scale = data.features.std(axis=0) + 1e-6
+    x = (data.features - mean) / scale
+    contains = data.contains[:, keep]
+    area = np.log(np.maximum(data.windows[:, 2] * data.windows[:, 3], 1e-6))[:, None]
+    target = positive[:, keep].astype(np.float32)
+    mask = used[:, keep].astype(np.float32)
+    n_pos = target.sum(axis=0)
+    pos_weight = np.minimum((mask.sum(axis=0) - n_pos) / np.maximum(n_pos, 1), 50.0)
+    k = len(keep)
+    params = [
+        np.zeros((x.shape[1], k), np.float32),
+        np.full(k, 0.5, np.float32),
+        np.zeros(k, np.float32),
+        np.full(k, -3.0, np.float32),
+    ]
+    first = [np.zeros_like(p) for p in params]
+    second = [np.zeros_like(p) for p in params]
+    rng = np.random.default_rng(seed)
+    for step in range(steps):
+        rows = rng.choice(len(x), size=min(batch, len(x)), replace=False)
+        xb, cb, ab, tb, mb = x[rows], contains[rows], area[rows], target[rows], mask[rows]
+        z = xb @ params[0] + cb * params[1] + ab * params[2] + params[3]
+        weight = mb * np.where(tb > 0, pos_weight, 1.0)
+        g = weight * (1.0 / (1.0 + np.exp(-z)) - tb) / np.maximum(weight.sum(axis=0), 1.0)
+        grads = [xb.T @ g + l2 * params[0], (g * cb).sum(axis=0), (g * ab).sum(axis=0), g.sum(axis=0)]
+        for i, grad in enumerate(grads):
+            first[i] = 0.9 * first[i] + 0.1 * grad
+            second[i] = 0.999 * second[i] + 0.001 * grad * grad
+            corrected = first[i] / (1 - 0.9 ** (step + 1))
+            params[i] -= learning_rate * corrected / (np.sqrt(second[i] / (1 - 0.999 ** (step + 1))) + 1e-8)
+    return Localiser(
+        phrases=[phrases[j] for j in keep],
+        weight=params[0],
+        contains_weight=params[1],
+        area_weight=params[2],
+        bias=params[3],
+        feature_mean=mean.astype(np.float32),
+        feature_scale=scale.astype(np.float32),
+        head_version=head_version,
+        metadata={"steps": steps, "positive_iou": POSITIVE_IOU, "negative_iou": NEGATIVE_IOU},
+    )
+
+
+def region_hit(localiser: Localiser, data: WindowSet, *, iou: float = 0.3) -> dict[str, float]:
+    """On pictures it was not trained on (``data`` built with ``localiser.phrases``): for each picture and
+    phrase with a box there, does the top window by the localiser, and by the head's own score (how the
+    detector chose before), hit a box of the phrase at ``iou``? ``oracle``: does any window."""
+    hits: dict[str, list[float]] = {"localiser": [], "head": [], "oracle": []}
+    for picture in np.unique(data.picture_of):
+        rows = np.flatnonzero(data.picture_of == picture)
+        logits = localiser._logits(data.features[rows], data.contains[rows], data.windows[rows])
+        for j in range(len(localiser.phrases)):
+            if not (data.best_iou[rows, j] > 0).any():
+                continue  # no box of this phrase in the picture
+            good = data.best_iou[rows, j] >= iou
+            hits["localiser"].append(float(good[np.argmax(logits[:, j])]))
+            hits["head"].append(float(good[np.argmax(data.contains[rows, j])]))
+            hits["oracle"].append(float(good.any()))
+    out: dict[str, float] = {k: round(float(np.mean(v)), 4) if v else float("nan") for k, v in hits.items()}
+    out["pairs"] = len(hits["localiser"])
+    return out
