@@ -7,18 +7,17 @@ details), scores in batches while checking the request's stop flag, and picks th
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import psycopg
-from django.db import connection
-from django.db.models import QuerySet
 
 from collections_app.models import Artwork, ArtworkEmbedding, Detail, DetailEmbedding
 from search_app.iconclass_expansion import notation_text
-from search_app.retrieval import detail_levels
+from search_app.retrieval import detail_levels, halfvec_rows
 from workers.inference.base import RerankCandidate, Reranker
 
 logger = logging.getLogger(__name__)
@@ -28,26 +27,19 @@ def _vectors(rows: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack(rows).astype(np.float32, copy=False)
 
 
-def _halfvec_rows(queryset: QuerySet[Any], *fields: str) -> list[tuple[Any, ...]]:
-    """``values_list(*fields, "vector")`` of an embedding queryset, the vector read in PostgreSQL's binary
-    format. The ORM reads halfvec as text and parses it in Python: 80% of a rerank's time at 64 candidates
-    (~2,000 vectors, ~0.8 s), against a few milliseconds this way."""
-    sql, params = queryset.values_list(*fields, "vector").query.sql_with_params()
-    connection.ensure_connection()
-    # Django's cursors bind on the client, which has no binary results; a plain psycopg cursor has them.
-    with psycopg.Cursor(connection.connection) as cursor:
-        # prepare=False: no server-side prepared statement, which a transaction pooler would break.
-        cursor.execute(sql, params, binary=True, prepare=False)
-        rows = cursor.fetchall()
-    # halfvec's binary form: int16 dim, int16 unused, then dim IEEE half floats, big-endian.
-    return [(*row[:-1], np.frombuffer(row[-1], dtype=">f2", offset=4).astype(np.float32)) for row in rows]
+@dataclass
+class Regions:
+    """For each candidate, the detail id behind every row of its ``region_vectors`` (None for the whole
+    image); and each detail's label and confidence."""
+
+    ids: dict[str, list[int | None]] = field(default_factory=dict)
+    labels: dict[int, tuple[str, float]] = field(default_factory=dict)
 
 
 def build_rerank_candidates(
     *, candidates: Sequence[dict[str, Any]], model_key: str, level: str
-) -> tuple[list[RerankCandidate], dict[str, list[int | None]]]:
-    """RerankCandidates for the given ``[{"artwork_id", "first_stage", "legs"}]``, and for each candidate
-    the detail id behind every row of its ``region_vectors`` (None for the whole image)."""
+) -> tuple[list[RerankCandidate], Regions]:
+    """RerankCandidates for the given ``[{"artwork_id", "first_stage", "legs"}]``, and their regions."""
     ids = [int(c["artwork_id"]) for c in candidates]
     artworks = {a.pk: a for a in Artwork.objects.filter(pk__in=ids).prefetch_related("artists")}
     levels = list(detail_levels(level))
@@ -55,23 +47,23 @@ def build_rerank_candidates(
     for d in (
         Detail.objects.visible()
         .filter(artwork_id__in=ids, level__in=levels)
-        .only("id", "artwork_id", "label", "caption")
+        .only("id", "artwork_id", "label", "caption", "confidence")
         .order_by("artwork_id", "id")
     ):
         details[d.artwork_id].append(d)
     region_rows: dict[int, list[tuple[int | None, np.ndarray]]] = defaultdict(list)
     if level == "artworks":
         whole = ArtworkEmbedding.objects.filter(artwork_id__in=ids, model_key=model_key, kind="image")
-        for artwork_id, vector in _halfvec_rows(whole, "artwork_id"):
+        for artwork_id, vector in halfvec_rows(whole, "artwork_id"):
             region_rows[artwork_id].append((None, vector))
     regions = DetailEmbedding.objects.filter(
         artwork_id__in=ids, model_key=model_key, level__in=levels
     ).exclude(detail__review_state="hidden")
-    for artwork_id, detail_id, vector in _halfvec_rows(regions, "artwork_id", "detail_id"):
+    for artwork_id, detail_id, vector in halfvec_rows(regions, "artwork_id", "detail_id"):
         region_rows[artwork_id].append((detail_id, vector))
 
     out: list[RerankCandidate] = []
-    region_ids: dict[str, list[int | None]] = {}
+    regions_out = Regions()
     for cand in candidates:
         artwork = artworks.get(int(cand["artwork_id"]))
         if artwork is None:  # deleted since the first stage
@@ -82,7 +74,8 @@ def build_rerank_candidates(
         region_texts = [" ".join(filter(None, [d.label.replace("_", " "), d.caption])) for d in own]
         rows = region_rows.get(artwork.pk, [])
         key = str(artwork.pk)
-        region_ids[key] = [detail_id for detail_id, _ in rows]
+        regions_out.ids[key] = [detail_id for detail_id, _ in rows]
+        regions_out.labels.update({d.pk: (d.label, float(d.confidence)) for d in own})
         out.append(
             RerankCandidate(
                 id=key,
@@ -94,20 +87,65 @@ def build_rerank_candidates(
                 evidence={k: float(v) for k, v in (cand.get("legs") or {}).items()},
             )
         )
-    return out, region_ids
+    return out, regions_out
+
+
+_ARTICLE = re.compile(r"^(the|a|an)\s+", re.IGNORECASE)
+
+
+def _mentions(query: str, label: str) -> re.Match[str] | None:
+    """Where the query names the label, as a word or phrase, singular or plural ("clouds" names "cloud",
+    "the infant Christ Child" names "the Christ Child")."""
+    words = _ARTICLE.sub("", label.replace("_", " ").strip().lower())
+    if not words:
+        return None
+    pattern = r"\b" + r"\s+".join(map(re.escape, words.split())) + r"(?:s|es)?\b"
+    return re.search(pattern, query.lower())
+
+
+def route_label(query: str, labels: Sequence[str]) -> str | None:
+    """The region label a query asks for, when it names one: the first named, except that a name followed
+    at once by another is a modifier of it ("angel wings" asks for wings: English compounds end in their
+    head). None when the query names no label."""
+    found = sorted(
+        ((m.start(), m.end(), label) for label in set(labels) if label and (m := _mentions(query, label))),
+        key=lambda t: (t[0], -t[1]),
+    )
+    if not found:
+        return None
+    start, end, label = found[0]
+    for other_start, other_end, other in found[1:]:
+        if other_start < end:
+            continue  # inside the mention taken ("child" inside "Christ Child")
+        if query[end:other_start].strip():
+            break
+        end, label = other_end, other  # the compound's head replaces its modifier
+    return label
 
 
 def best_regions(
     candidates: Sequence[RerankCandidate],
-    region_ids: dict[str, list[int | None]],
+    regions: Regions,
     query_vector: np.ndarray | None,
+    *,
+    query_text: str = "",
 ) -> dict[str, int]:
-    """For each candidate, the detail whose vector is closest to the query (whole-image rows skipped)."""
-    if query_vector is None:
-        return {}
+    """For each candidate, the region to show. When the query names a label the candidate's details
+    carry ("a golden halo around a saint's head" names "halo" and "saint"; route_label picks "halo"), the
+    most confident detail with that label: the detector placed it on such a thing (for the offline
+    detector, the localiser's probability). Otherwise the detail whose vector is closest to the query
+    (whole-image rows skipped)."""
     best: dict[str, int] = {}
     for cand in candidates:
-        ids = region_ids.get(cand.id, [])
+        ids = regions.ids.get(cand.id, [])
+        labelled = [(regions.labels[i], i) for i in ids if i is not None and i in regions.labels]
+        wanted = route_label(query_text, [label for (label, _), _ in labelled]) if query_text else None
+        if wanted is not None:
+            named = [(confidence, i) for (label, confidence), i in labelled if label == wanted]
+            best[cand.id] = max(named, key=lambda t: (t[0], -t[1]))[1]
+            continue
+        if query_vector is None:
+            continue
         if cand.region_vectors is None or not any(i is not None for i in ids):
             continue
         sims = cand.region_vectors @ np.asarray(query_vector, dtype=np.float32)
@@ -131,13 +169,13 @@ def rerank_run(
 ) -> dict[str, Any]:
     """Scores and best regions: ``{"scores": {artwork_id: s}, "regions": {artwork_id: detail_id}}``.
     Raises StopRequested when ``should_stop`` turns true between batches."""
-    rerank_candidates, region_ids = build_rerank_candidates(
+    rerank_candidates, regions = build_rerank_candidates(
         candidates=candidates, model_key=model_key, level=level
     )
     scores = reranker.score(text, rerank_candidates, query_vector=query_vector, should_stop=should_stop)
     return {
         "scores": {c.id: float(s) for c, s in zip(rerank_candidates, scores, strict=True)},
-        "regions": best_regions(rerank_candidates, region_ids, query_vector),
+        "regions": best_regions(rerank_candidates, regions, query_vector, query_text=text),
         "reranker": reranker.model_key,
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search_app.reranking import rerank_run
+from search_app.reranking import rerank_run, route_label
 from tests.factories import ArtworkFactory, DetailFactory
 from tests.search_app.conftest import MODEL_KEY, embed_artwork, embed_detail, unit
 from workers.inference.base import RerankCandidate, StopRequested
@@ -85,3 +85,40 @@ def test_rerank_run_reads_every_region_and_returns_the_best_one() -> None:
     )
     assert result["scores"][str(artwork.pk)] > result["scores"][str(other.pk)]
     assert result["regions"] == {str(artwork.pk): halo.pk}  # the hidden detail is never shown
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("a golden halo around a saint's head", "halo"),  # the first thing named, not the saint
+        ("angel wings", "wings"),  # a compound names its last word
+        ("clouds in the sky", "cloud"),  # plurals
+        ("the infant Christ Child", "the Christ Child"),  # articles, and "child" inside it
+        ("a lonely boat in stormy seas", None),  # no label named: the vectors decide
+    ],
+)
+def test_route_label_finds_the_thing_a_query_asks_for(query: str, expected: str | None) -> None:
+    labels = ["halo", "saint", "angel", "wings", "cloud", "the Christ Child", "child", "person"]
+    assert route_label(query, labels) == expected
+
+
+@pytest.mark.django_db
+def test_a_named_label_picks_the_most_confident_detail_with_it() -> None:
+    artwork = ArtworkFactory(title="Untitled")
+    embed_artwork(artwork, [0, 0, 1, 0])
+    loose = DetailFactory(artwork=artwork, label="halo", confidence=0.55)
+    tight = DetailFactory(artwork=artwork, label="halo", confidence=0.9)
+    saint = DetailFactory(artwork=artwork, label="saint", confidence=0.99)
+    for detail, vector in ((loose, [1, 0, 0, 0]), (tight, [0, 1, 0, 0]), (saint, [0.9, 0.1, 0, 0])):
+        embed_detail(detail, vector)
+    run = {
+        "query_vector": QUERY,
+        "model_key": MODEL_KEY,
+        "level": "artworks",
+        "candidates": [{"artwork_id": artwork.pk, "first_stage": 1.0}],
+        "reranker": OfflineReranker(),
+    }
+    named = rerank_run(text="a golden halo around a saint's head", **run)
+    assert named["regions"] == {str(artwork.pk): tight.pk}, "the halo the detector was surest of"
+    unnamed = rerank_run(text="something golden", **run)
+    assert unnamed["regions"] == {str(artwork.pk): loose.pk}, "no label named: the closest vector"
