@@ -662,6 +662,12 @@ def current_index() -> WordIndex | None:
         if not _loaded:
             _index, _loaded = WordIndex.load(), True
             _synced_at = 0.0
+            if _index is None:
+                logger.warning(
+                    "no word index at %s: the word legs run in PostgreSQL until `manage.py search_index "
+                    "rebuild` saves one",
+                    index_path(),
+                )
         due = time.monotonic() - _synced_at > SYNC_EVERY_S
         if _index is not None and due and (_worker is None or not _worker.is_alive()):
             _synced_at = time.monotonic()

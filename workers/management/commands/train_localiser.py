@@ -49,7 +49,8 @@ class Command(BaseCommand):
         head = getattr(get_embedder(), "head", None)
         if head is None:
             raise CommandError(
-                "the localiser works with the offline embedder's head: set SEMART_EMBEDDER=offline-minilm-effnet"
+                "the localiser works with the offline embedder's head: "
+                "set SEMART_EMBEDDER=offline-minilm-effnet"
             )
         pictures = [p for p in read_art_dev(dataset) if p.boxes]
         if options["limit"]:
