@@ -129,8 +129,8 @@ class OfflineDetector(Detector):
         self.ssd_threshold = float(self.options.get("ssd_threshold", 0.4))
         self.nms_iou = float(self.options.get("nms_iou", 0.3))
         self.max_regions = int(self.options.get("max_regions", 40))
-        self.localiser_threshold = float(self.options.get("localiser_threshold", 0.5))
-        self.per_phrase = int(self.options.get("per_phrase", 3))
+        self.localiser_threshold = float(self.options.get("localiser_threshold", 0.3))
+        self.per_phrase = int(self.options.get("per_phrase", 5))
         self._net: Any = None
         self._net_lock = threading.Lock()
         self._embedder: OfflineEmbedder | None = None

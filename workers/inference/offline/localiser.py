@@ -207,11 +207,13 @@ def fit(
     steps: int = 300,
     batch: int = 8192,
     learning_rate: float = 0.01,
-    l2: float = 1e-3,
+    l2: float = 0.1,
     seed: int = 0,
 ) -> Localiser:
     """Weighted logistic regression per phrase (positives up-weighted to balance the negatives, at most
-    50x), Adam on mini-batches. Phrases with fewer than MIN_POSITIVES positive windows are dropped."""
+    50x), Adam on mini-batches. Phrases with fewer than MIN_POSITIVES positive windows are dropped.
+    ``l2`` was chosen on a quarter of the training pictures held back for it (region hit 0.196 / 0.223 /
+    0.237 / 0.201 at 0.001 / 0.01 / 0.1 / 1): the weights are 1,280 a phrase, learned from ~250 pictures."""
     positive = data.best_iou >= POSITIVE_IOU
     used = (data.best_iou < NEGATIVE_IOU) | positive
     keep = [j for j in range(len(phrases)) if positive[:, j].sum() >= MIN_POSITIVES]
