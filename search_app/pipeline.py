@@ -31,6 +31,7 @@ from search_app import request_control
 from search_app.fusion import Candidate, final_score, normalised_first_stage, reciprocal_rank_fusion
 from search_app.iconclass_expansion import expand_query
 from search_app.query_parsing import QueryError, parse_query_text
+from search_app.reranking import route_label
 from search_app.retrieval import (
     LegHit,
     detail_levels,
@@ -217,6 +218,28 @@ def _thumbnail_url(artwork: Artwork) -> str:
     return artwork.image_url
 
 
+def named_regions(text: str, artwork_ids: list[int], *, level: str) -> dict[int, int]:
+    """For artworks whose region the reranker did not choose: the most confident detail with the label
+    the query names (the rule the rerank follows, search_app.reranking.route_label); none when it names
+    none, and the first stage's region stays."""
+    by_artwork: dict[int, list[tuple[int, str, float]]] = {}
+    rows = (
+        Detail.objects.visible()
+        .filter(artwork_id__in=artwork_ids, level__in=detail_levels(level))
+        .exclude(label="")
+        .values_list("id", "artwork_id", "label", "confidence")
+    )
+    for detail_id, artwork_id, label, confidence in rows:
+        by_artwork.setdefault(artwork_id, []).append((detail_id, label, float(confidence)))
+    out = {}
+    for artwork_id, details in by_artwork.items():
+        wanted = route_label(text, [label for _, label, _ in details])
+        if wanted is not None:
+            best = max((d for d in details if d[1] == wanted), key=lambda d: (d[2], -d[0]))
+            out[artwork_id] = best[0]
+    return out
+
+
 def assemble(
     query: SearchQuery,
     stage: FirstStage,
@@ -241,6 +264,10 @@ def assemble(
         rows = [r for r in rows if r[3] is not None]  # a detail search answers with regions
     page = rows[query.offset : query.offset + query.limit]
     has_more = len(rows) > query.offset + query.limit
+    unrouted = [r[1].artwork_id for r in page if str(r[1].artwork_id) not in regions]
+    if unrouted and query.text:  # not reranked (asked, or degraded): name the region here
+        named = named_regions(_normalise(query)[0], unrouted, level=query.level)
+        page = [(s, c, rr, named.get(c.artwork_id, d)) for s, c, rr, d in page]
     artworks = Artwork.objects.with_artists().in_bulk([r[1].artwork_id for r in page])
     details = Detail.objects.in_bulk([r[3] for r in page if r[3] is not None])
     hits = []

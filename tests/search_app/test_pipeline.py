@@ -167,3 +167,19 @@ def test_a_word_leg_over_its_budget_is_skipped_and_said(catalogue, settings, mon
 
     settings.SEARCH = {**settings.SEARCH, "text_leg_budget_ms": 2000}
     assert "skipped" not in search_sync(SearchQuery(text="angel", rerank=False), in_process=True).degraded
+
+
+@pytest.mark.django_db
+def test_without_the_rerank_a_named_label_still_picks_the_region(fake_models, clean_cache) -> None:
+    forget_catalogue_notations()
+    fake_models.table = {"a golden halo": ANGEL}
+    icon = ArtworkFactory(title="Untitled")
+    embed_artwork(icon, _axis(2))
+    loose = DetailFactory(artwork=icon, level="entity", label="halo", confidence=0.4, w=0.5, h=0.5)
+    tight = DetailFactory(artwork=icon, level="entity", label="halo", confidence=0.9, w=0.1, h=0.1)
+    embed_detail(loose, _axis(0))  # the closest vector...
+    embed_detail(tight, _axis(1))  # ...but the detector was surer of this one
+    for rerank in (False, True):
+        hits = search_sync(SearchQuery(text="a golden halo", rerank=rerank), in_process=True).hits
+        assert hits[0].artwork_id == icon.pk
+        assert hits[0].detail is not None and hits[0].detail.id == tight.pk, f"rerank={rerank}"
