@@ -43,7 +43,9 @@ class Artist(TimeStamped):
             models.UniqueConstraint(
                 fields=["source", "source_id"], condition=~Q(source_id=""), name="artist_source_id_unique"
             ),
-            models.UniqueConstraint(fields=["source", "name"], condition=Q(source_id=""), name="artist_name_unique"),
+            models.UniqueConstraint(
+                fields=["source", "name"], condition=Q(source_id=""), name="artist_name_unique"
+            ),
         ]
         indexes = [GinIndex(fields=["name"], name="artist_name_trgm", opclasses=["gin_trgm_ops"])]
 
@@ -101,7 +103,9 @@ class Artwork(TimeStamped):
         constraints = [
             models.UniqueConstraint(fields=["source", "source_id"], name="artwork_source_id_unique"),
             models.CheckConstraint(
-                condition=Q(date_begin__isnull=True) | Q(date_end__isnull=True) | Q(date_begin__lte=models.F("date_end")),
+                condition=Q(date_begin__isnull=True)
+                | Q(date_end__isnull=True)
+                | Q(date_begin__lte=models.F("date_end")),
                 name="artwork_date_range_ordered",
             ),
         ]
@@ -162,7 +166,9 @@ class Detail(TimeStamped):
     iconclass = ArrayField(
         models.CharField(max_length=300), default=list, blank=True, validators=[validate_notations]
     )
-    model_key = models.CharField(max_length=120, help_text="The model (and version) that produced the detail.")
+    model_key = models.CharField(
+        max_length=120, help_text="The model (and version) that produced the detail."
+    )
     review_state = models.CharField(
         max_length=12, choices=ReviewState.choices, default=ReviewState.UNREVIEWED, db_index=True
     )
@@ -173,8 +179,14 @@ class Detail(TimeStamped):
         ordering = ["artwork", "level", "-confidence"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(x__gte=0) & Q(y__gte=0) & Q(w__gt=0) & Q(h__gt=0)
-                & Q(x__lte=1) & Q(y__lte=1) & Q(w__lte=1) & Q(h__lte=1),
+                condition=Q(x__gte=0)
+                & Q(y__gte=0)
+                & Q(w__gt=0)
+                & Q(h__gt=0)
+                & Q(x__lte=1)
+                & Q(y__lte=1)
+                & Q(w__lte=1)
+                & Q(h__lte=1),
                 name="detail_box_in_unit_square",
             ),
             # A small tolerance for floating-point rounding of boxes that touch the right or bottom edge.
@@ -228,6 +240,9 @@ class ArtworkEmbedding(EmbeddingBase):
         ]
         indexes = [models.Index(fields=["model_key", "kind"], name="artwork_embedding_model")]
 
+    def __str__(self) -> str:
+        return f"{self.kind} vector of artwork {self.artwork_id} ({self.model_key})"
+
 
 class DetailEmbedding(EmbeddingBase):
     detail = models.ForeignKey(Detail, on_delete=models.CASCADE, related_name="embeddings")
@@ -240,6 +255,9 @@ class DetailEmbedding(EmbeddingBase):
             models.UniqueConstraint(fields=["detail", "model_key", "kind"], name="detail_embedding_unique"),
         ]
         indexes = [models.Index(fields=["model_key", "kind", "level"], name="detail_embedding_model")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} vector of detail {self.detail_id} ({self.model_key})"
 
 
 class Stage(models.TextChoices):
@@ -264,10 +282,14 @@ class ProcessingStep(models.Model):
 
     artwork = models.ForeignKey(Artwork, on_delete=models.CASCADE, related_name="steps")
     stage = models.CharField(max_length=12, choices=Stage.choices)
-    status = models.CharField(max_length=10, choices=StageStatus.choices, default=StageStatus.PENDING, db_index=True)
+    status = models.CharField(
+        max_length=10, choices=StageStatus.choices, default=StageStatus.PENDING, db_index=True
+    )
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
-    model_version = models.CharField(max_length=200, blank=True, help_text="Models whose output this stage holds.")
+    model_version = models.CharField(
+        max_length=200, blank=True, help_text="Models whose output this stage holds."
+    )
     task_id = models.CharField(max_length=64, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -34,7 +34,9 @@ class ArtworkQuerySet(models.QuerySet["Artwork"]):
         if artist:
             qs = qs.filter(artists__name__icontains=artist)
         if year_from is not None:
-            qs = qs.filter(models.Q(date_end__gte=year_from) | models.Q(date_end__isnull=True, date_begin__gte=year_from))
+            qs = qs.filter(
+                models.Q(date_end__gte=year_from) | models.Q(date_end__isnull=True, date_begin__gte=year_from)
+            )
         if year_to is not None:
             qs = qs.filter(date_begin__lte=year_to)
         if classification:
@@ -66,6 +68,12 @@ class DetailQuerySet(models.QuerySet["Detail"]):
 
     def boxes(self) -> list[dict[str, Any]]:
         return [
-            {"id": d.pk, "level": d.level, "box": [d.x, d.y, d.w, d.h], "label": d.label, "caption": d.caption}
+            {
+                "id": d.pk,
+                "level": d.level,
+                "box": [d.x, d.y, d.w, d.h],
+                "label": d.label,
+                "caption": d.caption,
+            }
             for d in self
         ]

@@ -15,7 +15,9 @@ def artwork_get(*, pk: int) -> Artwork:
     return Artwork.objects.with_artists().get(pk=pk)
 
 
-def artwork_details(*, artwork: Artwork, level: str | None = None, include_hidden: bool = False) -> QuerySet[Detail]:
+def artwork_details(
+    *, artwork: Artwork, level: str | None = None, include_hidden: bool = False
+) -> QuerySet[Detail]:
     qs = artwork.details.all() if include_hidden else artwork.details.visible()
     return qs.at_level(level).order_by("level", "-confidence")
 

@@ -58,8 +58,12 @@ def test_iconclass_notations_are_validated():
 def test_embeddings_of_two_models_live_side_by_side():
     artwork = ArtworkFactory()
     ArtworkEmbedding.objects.create(artwork=artwork, model_key="a@1", kind="image", dim=3, vector=[1, 0, 0])
-    ArtworkEmbedding.objects.create(artwork=artwork, model_key="b@1", kind="image", dim=4, vector=[0, 1, 0, 0])
+    ArtworkEmbedding.objects.create(
+        artwork=artwork, model_key="b@1", kind="image", dim=4, vector=[0, 1, 0, 0]
+    )
     assert artwork.embeddings.count() == 2
     with pytest.raises(IntegrityError), transaction.atomic():
-        ArtworkEmbedding.objects.create(artwork=artwork, model_key="a@1", kind="image", dim=3, vector=[0, 0, 1])
+        ArtworkEmbedding.objects.create(
+            artwork=artwork, model_key="a@1", kind="image", dim=3, vector=[0, 0, 1]
+        )
     assert Artwork.objects.count() == 1

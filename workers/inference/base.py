@@ -165,7 +165,9 @@ class RerankCandidate:
     id: str
     text: str  # title, description, labels, captions, ICONCLASS texts
     image_path: str | None = None
-    region_vectors: np.ndarray | None = None  # (n, dim) vectors of the candidate's details, same space as the query
+    region_vectors: np.ndarray | None = (
+        None  # (n, dim) vectors of the candidate's details, same space as the query
+    )
     region_texts: list[str] = field(default_factory=list)
     first_stage_score: float = 0.0
     evidence: dict[str, float] = field(default_factory=dict)  # e.g. lexical / ICONCLASS leg scores
@@ -201,7 +203,9 @@ class Reranker(Model):
         return scores
 
     @abstractmethod
-    def _score(self, query: str, batch: list[RerankCandidate], *, query_vector: np.ndarray | None) -> list[float]: ...
+    def _score(
+        self, query: str, batch: list[RerankCandidate], *, query_vector: np.ndarray | None
+    ) -> list[float]: ...
 
 
 def crop(image: Image, box: Box) -> Image:
