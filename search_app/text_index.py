@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -462,7 +463,7 @@ class WordIndex:
         path = path or index_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         s = self.base
-        tmp = path.with_suffix(".tmp.npz")
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # web processes may save at once
         arrays: dict[str, Any] = {
             "built_at": np.asarray(self.built_at),
             "artwork_ids": s.artwork_ids,
@@ -496,6 +497,18 @@ class WordIndex:
             detail_notations=_postings_from(arrays, "detail_notations"),
         )
         return cls(base=base, built_at=float(arrays["built_at"]))
+
+    @staticmethod
+    def saved_at(path: Path | None = None) -> float | None:
+        """When the saved build was read from the database (Unix time), without loading it."""
+        path = path or index_path()
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as data:
+                return float(data["built_at"])
+        except (OSError, KeyError, ValueError):
+            return None
 
     @classmethod
     def rebuild(cls) -> WordIndex:
@@ -659,16 +672,17 @@ def current_index() -> WordIndex | None:
     build has been saved (``manage.py search_index rebuild``)."""
     global _index, _loaded, _synced_at, _worker
     with _state_lock:
-        if not _loaded:
+        due = time.monotonic() - _synced_at > SYNC_EVERY_S
+        if not _loaded or (_index is None and due):  # look again for a file saved since
             _index, _loaded = WordIndex.load(), True
-            _synced_at = 0.0
+            _synced_at = 0.0 if _index is not None else time.monotonic()
             if _index is None:
                 logger.warning(
                     "no word index at %s: the word legs run in PostgreSQL until `manage.py search_index "
                     "rebuild` saves one",
                     index_path(),
                 )
-        due = time.monotonic() - _synced_at > SYNC_EVERY_S
+            due = _index is not None
         if _index is not None and due and (_worker is None or not _worker.is_alive()):
             _synced_at = time.monotonic()
             _worker = threading.Thread(target=_upkeep, args=(_index,), name="word-index-sync", daemon=True)
@@ -680,6 +694,13 @@ def _upkeep(index: WordIndex) -> None:
     """Sync the delta; rebuild and save when the delta has grown too large. Runs on its own connection."""
     global _index
     try:
+        saved = WordIndex.saved_at()
+        if saved is not None and saved > index.built_at:  # `search_index rebuild`, or another process
+            fresh = WordIndex.load()
+            if fresh is not None:
+                with _state_lock:
+                    _index = fresh
+                index = fresh
         changed = index.sync()
         artworks, _ = index.size()
         if changed > REBUILD_FRACTION * max(artworks, 1):

@@ -190,3 +190,17 @@ def test_iconclass_leg_from_memory_ranks_as_postgresql_does() -> None:
     assert filtered.pk not in [a for a, _, _ in legs(limit=10, filters=SearchFilters(year_to=1800))]
     assert legs(limit=10, level="group") == [(peter.artwork_id, peter.pk, 0.5)]
     assert legs(limit=10, level="scene") == []
+
+
+def test_a_process_that_found_no_index_picks_up_one_saved_later(monkeypatch) -> None:
+    ArtworkFactory(title="A unicorn")
+    monkeypatch.setattr(text_index, "_upkeep", lambda index: None)  # no sync thread in a test
+    assert text_index.current_index() is None
+    assert text_index.WordIndex.saved_at() is None
+    built = text_index.WordIndex.rebuild()
+    built.save()  # as `search_index rebuild` in another process would
+    assert text_index.WordIndex.saved_at() == pytest.approx(built.built_at)
+    assert text_index.current_index() is None, "not before the next look"
+    monkeypatch.setattr(text_index, "SYNC_EVERY_S", 0.0)
+    index = text_index.current_index()
+    assert index is not None and index.size() == (1, 0)
