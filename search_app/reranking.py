@@ -6,6 +6,7 @@ details), scores in batches while checking the request's stop flag, and picks th
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections import defaultdict
@@ -93,14 +94,19 @@ def build_rerank_candidates(
 _ARTICLE = re.compile(r"^(the|a|an)\s+", re.IGNORECASE)
 
 
-def _mentions(query: str, label: str) -> re.Match[str] | None:
-    """Where the query names the label, as a word or phrase, singular or plural ("clouds" names "cloud",
-    "the infant Christ Child" names "the Christ Child")."""
+@functools.lru_cache(maxsize=4096)
+def _label_pattern(label: str) -> re.Pattern[str] | None:
     words = _ARTICLE.sub("", label.replace("_", " ").strip().lower())
     if not words:
         return None
-    pattern = r"\b" + r"\s+".join(map(re.escape, words.split())) + r"(?:s|es)?\b"
-    return re.search(pattern, query.lower())
+    return re.compile(r"\b" + r"\s+".join(map(re.escape, words.split())) + r"(?:s|es)?\b")
+
+
+def _mentions(query: str, label: str) -> re.Match[str] | None:
+    """Where the query names the label, as a word or phrase, singular or plural ("clouds" names "cloud",
+    "the infant Christ Child" names "the Christ Child")."""
+    pattern = _label_pattern(label)
+    return pattern.search(query.lower()) if pattern is not None else None
 
 
 def route_label(query: str, labels: Sequence[str]) -> str | None:
