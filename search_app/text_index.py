@@ -34,6 +34,7 @@ index.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -613,6 +614,7 @@ class WordQuery:
     match_all: bool  # False when the query says "or"
 
 
+@functools.lru_cache(maxsize=4096)
 def query_lexemes(text: str) -> WordQuery:
     """A websearch query's words and negated words, as PostgreSQL's English configuration stems them.
     Phrases count as their words (the index keeps no positions)."""
