@@ -129,3 +129,18 @@ def test_a_saved_ivf_index_loads_with_its_ids(artworks, settings, monkeypatch) -
     query = unit(artworks[1][3])
     args = {"vector": query, "model_key": MODEL_KEY, "target": "artwork", "kind": "image", "limit": 10}
     assert [h.artwork_id for h in faiss_index.faiss_leg(**args)] == [h.artwork_id for h in vector_leg(**args)]
+
+
+def test_sync_reads_nothing_when_the_table_saw_no_insert_or_delete(artworks, monkeypatch) -> None:
+    vi = faiss_index.get_index(target="artwork", model_key=MODEL_KEY, kind="image", dim=DIM)
+    vi.sync()  # records the table's counters
+
+    def no_read(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("an unchanged table must not be read")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(faiss_index.VectorIndex, "_rows_sql", no_read)
+        assert vi.sync() == (0, 0)
+    newcomer = ArtworkFactory()
+    embed_artwork(newcomer, np.eye(DIM)[3])
+    assert vi.sync() == (1, 0), "an insert moves the counters: the new row is read"
