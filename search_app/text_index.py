@@ -18,17 +18,19 @@ Words are PostgreSQL's own lexemes (``to_tsvector('english', ...)`` at build tim
 
 A document matches as in the PostgreSQL leg: it holds every word of the query (any, when the query says
 "or"), and none of its negated words (``-blue``); a phrase counts as its words. Matches are ranked by BM25
-(k1 1.2, b 0.75) instead of ``ts_rank_cd``. One difference: when no document holds every word (common for
-long queries in plain language), documents holding any of them are ranked, where the PostgreSQL leg goes
-straight to its trigram fallback (slow on large collections: 0.4-0.6 s at 1M details).
+(k1 1.2, b 0.75) instead of ``ts_rank_cd``. When nothing matches, words no document holds are replaced by
+the closest known words (trigram similarity, as pg_trgm measures it: the PostgreSQL leg's trigram fallback
+took 0.15-0.9 s a query at 1M details), and then, when no document holds every word (common for long queries
+in plain language), documents holding any of them are ranked.
 
 Kept in step like the FAISS index: ``manage.py search_index rebuild`` builds and saves it; a search never
-builds it (at 1M details a build takes about a minute: until one is saved, searches use the PostgreSQL leg).
-Every ``SYNC_EVERY_S`` a background thread re-indexes the artworks changed since the saved build (edited,
-re-processed, details edited) into a small second segment that overrides the first; when that segment grows
-past ``REBUILD_FRACTION`` of the first, the thread rebuilds the whole index. Hits are checked against the
-database before they are returned, so a deleted artwork or a hidden detail never shows, however stale the
-index.
+builds it (23-28 s at 1M details: until one is saved, searches use the PostgreSQL leg, and a process looks
+for a saved one again every ``SYNC_EVERY_S``). Every ``SYNC_EVERY_S`` a background thread takes a newer saved
+build if there is one, then re-indexes the artworks changed since its build (edited, re-processed, details
+edited) into a small second segment that overrides the first; when that segment grows past
+``REBUILD_FRACTION`` of the first, the thread rebuilds the whole index and saves it. Hits are checked
+against the database before they are returned, so a deleted artwork or a hidden detail never shows, however
+stale the index.
 """
 
 from __future__ import annotations
