@@ -169,8 +169,8 @@ class VectorIndex:
                 current = {r[0] for r in cursor.fetchall()}
                 self.compared_at = time.monotonic()
                 gone, new = self.ids - current, current - self.ids
-        self.table_changes = changes
         if not gone and not new:
+            self.table_changes = changes
             self.synced_at = time.monotonic()
             return 0, 0
         ids, vectors = self._fetch(sorted(new)) if new else (None, None)
@@ -182,6 +182,7 @@ class VectorIndex:
             self.ids -= gone  # in place: copying a million ids would hold the interpreter
             self.ids |= new
             self.highest = max(self.highest, max(new, default=0))
+        self.table_changes = changes  # only once applied: a failed sync is tried again in full
         self.synced_at = time.monotonic()
         return len(new), len(gone)
 
