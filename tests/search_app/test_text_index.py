@@ -204,3 +204,10 @@ def test_a_process_that_found_no_index_picks_up_one_saved_later(monkeypatch) -> 
     monkeypatch.setattr(text_index, "SYNC_EVERY_S", 0.0)
     index = text_index.current_index()
     assert index is not None and index.size() == (1, 0)
+
+
+def test_an_empty_catalogue_builds_an_index_that_finds_nothing() -> None:
+    index = text_index.rebuild_and_save()
+    assert index.size() == (0, 0)
+    assert words("anything at all") == []
+    assert iconclass_leg(notations=[("11H(JEROME)", 1.0)], limit=10) == []
