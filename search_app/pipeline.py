@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,30 +151,28 @@ def first_stage(
     depth = _depth(query)
     levels = detail_levels(query.level)
     like = query.like_artwork_id
-    legs: dict[str, list[LegHit]] = {}
+    jobs: dict[str, Callable[[], list[LegHit]]] = {}  # in this order for the fusion
     vector_leg = _vector_leg_function()
     if vector is not None:
-        common: dict[str, Any] = {"vector": vector, "model_key": model_key, "filters": query.filters}
+        common: dict[str, Any] = {
+            "vector": vector,
+            "model_key": model_key,
+            "filters": query.filters,
+            "exclude_artwork_id": like,
+        }
         if query.level == "artworks":
-            legs["vector"] = vector_leg(
-                target="artwork", kind="image", limit=depth, exclude_artwork_id=like, **common
+            jobs["vector"] = functools.partial(
+                vector_leg, target="artwork", kind="image", limit=depth, **common
             )
         # Details come many per artwork: fetch deeper so enough distinct artworks remain after grouping.
-        legs["vector_details"] = vector_leg(
-            target="detail", kind="image", levels=levels, limit=depth * 3, exclude_artwork_id=like, **common
-        )
+        details: dict[str, Any] = {"target": "detail", "levels": levels, "limit": depth * 3, **common}
+        jobs["vector_details"] = functools.partial(vector_leg, kind="image", **details)
         if text:
-            legs["vector_captions"] = vector_leg(
-                target="detail",
-                kind="text",
-                levels=levels,
-                limit=depth * 3,
-                exclude_artwork_id=like,
-                **common,
-            )
+            jobs["vector_captions"] = functools.partial(vector_leg, kind="text", **details)
     skipped: list[str] = []
     if text and query.lexical:
-        legs["lexical"] = _within_budget(
+        jobs["lexical"] = functools.partial(
+            _within_budget,
             lambda: lexical_leg(text=text, level=query.level, filters=query.filters, limit=depth),
             name="word",
             skipped=skipped,
@@ -180,17 +180,47 @@ def first_stage(
     notations: list[tuple[str, float]] = []
     if text and query.iconclass:
         notations = expand_query(text)
-        legs["iconclass"] = _within_budget(
+        jobs["iconclass"] = functools.partial(
+            _within_budget,
             lambda: iconclass_leg(notations=notations, level=query.level, filters=query.filters, limit=depth),
             name="ICONCLASS",
             skipped=skipped,
         )
+    legs = _run_legs(jobs)
     candidates = reciprocal_rank_fusion(legs)[:depth]
     if like is not None:
         candidates = [c for c in candidates if c.artwork_id != like]
     if exclude and candidates:
         _mark_excluded(candidates, exclude=exclude, level=query.level)
     return FirstStage(candidates=candidates, legs=legs, notations=notations, skipped=skipped)
+
+
+def _parallel_legs() -> bool:
+    """``SEARCH["parallel_legs"]``: run the legs on threads. Worth it with a connection pool
+    (``DATABASE_POOL``): each thread needs its own connection, and without a pool it opens one (~6 ms)."""
+    chosen = settings.SEARCH.get("parallel_legs")
+    if chosen is None:
+        return bool(settings.DATABASES["default"].get("OPTIONS", {}).get("pool"))
+    return bool(chosen)
+
+
+_LEG_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="search-leg")
+
+
+def _run_legs(jobs: dict[str, Callable[[], list[LegHit]]]) -> dict[str, list[LegHit]]:
+    """Each leg's hits, in the jobs' order. On threads when chosen: FAISS and NumPy release the interpreter,
+    and each thread waits on its own database connection, so the legs overlap instead of adding up."""
+    if len(jobs) < 2 or not _parallel_legs():
+        return {name: job() for name, job in jobs.items()}
+
+    def on_own_connection(job: Callable[[], list[LegHit]]) -> list[LegHit]:
+        try:
+            return job()
+        finally:
+            connection.close()  # this thread's: back to the pool
+
+    futures = {name: _LEG_THREADS.submit(on_own_connection, job) for name, job in jobs.items()}
+    return {name: future.result() for name, future in futures.items()}
 
 
 def _mark_excluded(candidates: list[Candidate], *, exclude: tuple[str, ...], level: str) -> None:

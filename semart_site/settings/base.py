@@ -248,6 +248,8 @@ SEARCH = {
     # postgres: the full-text leg ranks in PostgreSQL; memory: an in-memory BM25 word index
     # (search_app.text_index, built by `manage.py search_index rebuild`) for large collections
     "text_index": env("SEARCH_TEXT_INDEX", default="postgres"),
+    # run the first stage's legs on threads: unset = when DATABASE_POOL is (each thread needs a connection)
+    "parallel_legs": env.bool("SEARCH_PARALLEL_LEGS", default=None),
     "hnsw_ef_search": env.int("SEARCH_HNSW_EF_SEARCH", default=100),
     # below this many rows after filtering, scan exactly instead of walking the HNSW graph
     "exact_scan_below": env.int("SEARCH_EXACT_SCAN_BELOW", default=20_000),

@@ -183,3 +183,28 @@ def test_without_the_rerank_a_named_label_still_picks_the_region(fake_models, cl
         hits = search_sync(SearchQuery(text="a golden halo", rerank=rerank), in_process=True).hits
         assert hits[0].artwork_id == icon.pk
         assert hits[0].detail is not None and hits[0].detail.id == tight.pk, f"rerank={rerank}"
+
+
+@pytest.mark.django_db(transaction=True)  # committed rows: the legs' threads read on their own connections
+def test_legs_on_threads_answer_as_in_sequence(catalogue, settings, monkeypatch) -> None:
+    import threading
+
+    from search_app import pipeline
+
+    def ranking() -> list[tuple[int, float]]:
+        hits = search_sync(SearchQuery(text="angel", rerank=False), in_process=True).hits
+        return [(h.artwork_id, h.score) for h in hits]
+
+    settings.SEARCH = {**settings.SEARCH, "parallel_legs": False}
+    in_sequence = ranking()
+    threads: list[str] = []
+    original = pipeline.lexical_leg
+
+    def watched(**kwargs):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return original(**kwargs)
+
+    monkeypatch.setattr(pipeline, "lexical_leg", watched)
+    settings.SEARCH = {**settings.SEARCH, "parallel_legs": True}
+    assert ranking() == in_sequence
+    assert threads and threads[0].startswith("search-leg"), threads
