@@ -85,6 +85,8 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=
 # DATABASE_POOL=N: a psycopg connection pool of up to N connections in each process (Django's own, 5.1+):
 # a request borrows one instead of connecting (~6 ms a request on the 1M benchmark's machine). 0, the
 # default: each request connects (put PgBouncer in front when many processes do). Needs CONN_MAX_AGE 0.
+# With the legs on threads (SEARCH["parallel_legs"]) a search borrows up to 5 at once, and each in-memory
+# index's background sync one: 8 or more.
 if env.int("DATABASE_POOL", default=0) > 0:
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,
