@@ -43,7 +43,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -564,21 +564,34 @@ class WordIndex:
             segments.append((delta, _mask(delta, allowed_ids)))
         return segments
 
+    def _merged(
+        self,
+        allowed_ids: np.ndarray | None,
+        limit: int,
+        segment_hits: Callable[[Segment, np.ndarray | None], list[tuple[int, int | None, float]]],
+    ) -> list[tuple[int, int | None, float]]:
+        """One leg's hits from every segment, best first, artwork id breaking ties."""
+        hits = []
+        for segment, mask in self._segments(allowed_ids):
+            hits += segment_hits(segment, mask)
+        hits.sort(key=lambda h: (-h[2], h[0]))
+        return hits[:limit]
+
     def search(
         self, query: WordQuery, *, level: str, allowed_ids: np.ndarray | None, limit: int
     ) -> list[tuple[int, int | None, float]]:
-        hits = []
-        for segment, mask in self._segments(allowed_ids):
-            hits += segment.hits(
+        return self._merged(
+            allowed_ids,
+            limit,
+            lambda segment, mask: segment.hits(
                 query.positive,
                 query.negative,
                 level=level,
                 allowed=mask,
                 limit=limit,
                 match_all=query.match_all,
-            )
-        hits.sort(key=lambda h: (-h[2], h[0]))
-        return hits[:limit]
+            ),
+        )
 
     def notation_search(
         self,
@@ -588,11 +601,11 @@ class WordIndex:
         allowed_ids: np.ndarray | None,
         limit: int,
     ) -> list[tuple[int, int | None, float]]:
-        hits = []
-        for segment, mask in self._segments(allowed_ids):
-            hits += segment.notation_hits(notations, level=level, allowed=mask, limit=limit)
-        hits.sort(key=lambda h: (-h[2], h[0]))
-        return hits[:limit]
+        return self._merged(
+            allowed_ids,
+            limit,
+            lambda segment, mask: segment.notation_hits(notations, level=level, allowed=mask, limit=limit),
+        )
 
 
 def _mask(segment: Segment, allowed_ids: np.ndarray | None) -> np.ndarray | None:
@@ -679,14 +692,14 @@ def current_index() -> WordIndex | None:
         due = time.monotonic() - _synced_at > SYNC_EVERY_S
         if not _loaded or (_index is None and due):  # look again for a file saved since
             _index, _loaded = WordIndex.load(), True
-            _synced_at = 0.0 if _index is not None else time.monotonic()
+            _synced_at = 0.0 if _index is not None else time.monotonic()  # loaded: a sync is due
             if _index is None:
                 logger.warning(
                     "no word index at %s: the word legs run in PostgreSQL until `manage.py search_index "
                     "rebuild` saves one",
                     index_path(),
                 )
-            due = _index is not None
+            due = time.monotonic() - _synced_at > SYNC_EVERY_S
         if _index is not None and due and (_worker is None or not _worker.is_alive()):
             _synced_at = time.monotonic()
             _worker = threading.Thread(target=_upkeep, args=(_index,), name="word-index-sync", daemon=True)
