@@ -83,10 +83,10 @@ class VectorIndex:
         ]
         return f"{self.target}-{digest}"
 
-    def _rows_sql(self) -> tuple[str, list[object]]:
+    def _ids_sql(self) -> tuple[str, list[object]]:
+        """The ids of this index's rows (vectors are read by ``_fetch``, in binary)."""
         return (
-            f"SELECT id, vector::text FROM {TABLES[self.target]} "
-            "WHERE model_key = %s AND kind = %s AND dim = %s",
+            f"SELECT id FROM {TABLES[self.target]} WHERE model_key = %s AND kind = %s AND dim = %s",
             [self.model_key, self.kind, self.dim],
         )
 
@@ -150,8 +150,7 @@ class VectorIndex:
         if changes is not None and changes == self.table_changes and not compare:
             self.synced_at = time.monotonic()  # nothing inserted or deleted in the table: no row to read
             return 0, 0
-        sql, params = self._rows_sql()
-        id_sql = sql.replace("id, vector::text", "id")
+        id_sql, params = self._ids_sql()
         with connection.cursor() as cursor:
             cursor.execute(id_sql + " AND id > %s", [*params, self.highest])
             above = {r[0] for r in cursor.fetchall()}

@@ -33,7 +33,7 @@ from search_app import request_control
 from search_app.fusion import Candidate, final_score, normalised_first_stage, reciprocal_rank_fusion
 from search_app.iconclass_expansion import expand_query
 from search_app.query_parsing import QueryError, parse_query_text
-from search_app.reranking import route_label
+from search_app.reranking import named_detail
 from search_app.retrieval import (
     LegHit,
     detail_levels,
@@ -260,8 +260,8 @@ def _thumbnail_url(artwork: Artwork) -> str:
 
 def named_regions(text: str, artwork_ids: list[int], *, level: str) -> dict[int, int]:
     """For artworks whose region the reranker did not choose: the most confident detail with the label
-    the query names (the rule the rerank follows, search_app.reranking.route_label); none when it names
-    none, and the first stage's region stays."""
+    the query names (``named_detail``, as the rerank chooses); none when it names none, and the first
+    stage's region stays."""
     by_artwork: dict[int, list[tuple[int, str, float]]] = {}
     rows = (
         Detail.objects.visible()
@@ -271,13 +271,8 @@ def named_regions(text: str, artwork_ids: list[int], *, level: str) -> dict[int,
     )
     for detail_id, artwork_id, label, confidence in rows:
         by_artwork.setdefault(artwork_id, []).append((detail_id, label, float(confidence)))
-    out = {}
-    for artwork_id, details in by_artwork.items():
-        wanted = route_label(text, [label for _, label, _ in details])
-        if wanted is not None:
-            best = max((d for d in details if d[1] == wanted), key=lambda d: (d[2], -d[0]))
-            out[artwork_id] = best[0]
-    return out
+    named = {artwork_id: named_detail(text, details) for artwork_id, details in by_artwork.items()}
+    return {artwork_id: detail_id for artwork_id, detail_id in named.items() if detail_id is not None}
 
 
 def assemble(

@@ -129,6 +129,15 @@ def route_label(query: str, labels: Sequence[str]) -> str | None:
     return label
 
 
+def named_detail(query: str, details: Sequence[tuple[int, str, float]]) -> int | None:
+    """Of an artwork's ``(detail id, label, confidence)``, the most confident detail with the label the
+    query names (``route_label``; ties to the lower id); None when the query names none of them."""
+    wanted = route_label(query, [label for _, label, _ in details]) if query else None
+    if wanted is None:
+        return None
+    return max((d for d in details if d[1] == wanted), key=lambda d: (d[2], -d[0]))[0]
+
+
 def best_regions(
     candidates: Sequence[RerankCandidate],
     regions: Regions,
@@ -144,11 +153,12 @@ def best_regions(
     best: dict[str, int] = {}
     for cand in candidates:
         ids = regions.ids.get(cand.id, [])
-        labelled = [(regions.labels[i], i) for i in ids if i is not None and i in regions.labels]
-        wanted = route_label(query_text, [label for (label, _), _ in labelled]) if query_text else None
-        if wanted is not None:
-            named = [(confidence, i) for (label, confidence), i in labelled if label == wanted]
-            best[cand.id] = max(named, key=lambda t: (t[0], -t[1]))[1]
+        labelled = [
+            (i, *regions.labels[i]) for i in dict.fromkeys(ids) if i is not None and i in regions.labels
+        ]
+        named = named_detail(query_text, labelled)
+        if named is not None:
+            best[cand.id] = named
             continue
         if query_vector is None:
             continue

@@ -139,7 +139,7 @@ def test_sync_reads_nothing_when_the_table_saw_no_insert_or_delete(artworks, mon
         raise AssertionError("an unchanged table must not be read")
 
     with monkeypatch.context() as patched:
-        patched.setattr(faiss_index.VectorIndex, "_rows_sql", no_read)
+        patched.setattr(faiss_index.VectorIndex, "_ids_sql", no_read)
         assert vi.sync() == (0, 0)
     newcomer = ArtworkFactory()
     embed_artwork(newcomer, np.eye(DIM)[3])

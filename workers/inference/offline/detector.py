@@ -30,7 +30,7 @@ import numpy as np
 
 from workers.inference.base import Box, Detector, ModelLoadError, Region
 from workers.inference.offline.effnet import models_dir
-from workers.inference.offline.localiser import DEFAULT_LOCALISER, Localiser
+from workers.inference.offline.localiser import DEFAULT_LOCALISER, Localiser, box_iou
 from workers.inference.offline.localiser import WINDOW_SIDES as LOCALISER_WINDOW_SIDES
 
 if TYPE_CHECKING:
@@ -83,19 +83,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
     """Greedy non-maximum suppression over relative xywh boxes; indices kept, best first."""
     order = list(np.argsort(-scores, kind="stable"))
     keep: list[int] = []
-    area = boxes[:, 2] * boxes[:, 3]
     while order:
         i = order.pop(0)
         keep.append(i)
         if not order:
             break
-        rest = np.array(order)
-        x1 = np.maximum(boxes[i, 0], boxes[rest, 0])
-        y1 = np.maximum(boxes[i, 1], boxes[rest, 1])
-        x2 = np.minimum(boxes[i, 0] + boxes[i, 2], boxes[rest, 0] + boxes[rest, 2])
-        y2 = np.minimum(boxes[i, 1] + boxes[i, 3], boxes[rest, 1] + boxes[rest, 3])
-        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-        overlap = inter / (area[i] + area[rest] - inter + 1e-12)
+        overlap = box_iou(boxes[i], boxes[np.array(order)])
         order = [j for j, o in zip(order, overlap, strict=True) if o < iou]
     return keep
 

@@ -36,7 +36,7 @@ NEGATIVE_IOU = 0.15
 MIN_POSITIVES = 5  # phrases with fewer positive windows get no localiser
 
 
-def box_iou(box: Box, windows: np.ndarray) -> np.ndarray:
+def box_iou(box: Box | np.ndarray, windows: np.ndarray) -> np.ndarray:
     """IoU of one relative xywh box with each row of an (n, 4) array of windows."""
     x1 = np.maximum(windows[:, 0], box[0])
     y1 = np.maximum(windows[:, 1], box[1])
@@ -72,19 +72,14 @@ class Localiser:
         digest.update(json.dumps([self.phrases, self.head_version]).encode())
         return digest.hexdigest()[:12]
 
-    def scores(self, features: np.ndarray, head: ProjectionHead, windows: np.ndarray) -> np.ndarray:
-        """(n, 1280) pooled window features -> (n, n_phrases) probabilities that the window sits on the
-        phrase's thing."""
-        features = np.atleast_2d(np.asarray(features, dtype=np.float32))
-        return self.probabilities(features, self.head_scores(features, head), windows)
-
     def head_scores(self, features: np.ndarray, head: ProjectionHead) -> np.ndarray:
         """The head's (n, n_phrases) probabilities that each window contains each of these phrases."""
         columns = [head.phrases.index(p) for p in self.phrases]
         return head.label_scores(head.project(features))[:, columns]
 
     def probabilities(self, features: np.ndarray, head_scores: np.ndarray, windows: np.ndarray) -> np.ndarray:
-        """As ``scores``, given the head's probabilities for the same windows and phrases."""
+        """(n, n_phrases) probabilities that each window sits on the phrase's thing, from the windows'
+        pooled features and the head's probabilities (``head_scores``) for the same windows."""
         logits = self._logits(
             np.atleast_2d(np.asarray(features, dtype=np.float32)),
             _logit(head_scores),
