@@ -39,15 +39,31 @@ def _displayable(name: str) -> bool:
 
 def artwork_thumbnail_url(artwork: Artwork) -> str:
     """The smallest picture a browser can show for the artwork, or "" when it has none yet."""
-    if artwork.thumbnail:
-        return str(artwork.thumbnail.url)
-    if artwork.working_image:
-        return str(artwork.working_image.url)
-    if artwork.iiif_url:
-        return _iiif(artwork, IIIF_THUMBNAIL_SIZE)
-    if artwork.image and _displayable(artwork.image.name or ""):
-        return str(artwork.image.url)
-    return artwork.image_url
+    return thumbnail_url_of(
+        thumbnail=artwork.thumbnail.name or "",
+        working_image=artwork.working_image.name or "",
+        iiif_url=artwork.iiif_url,
+        image=artwork.image.name or "",
+        image_url=artwork.image_url,
+    )
+
+
+def thumbnail_url_of(*, thumbnail: str, working_image: str, iiif_url: str, image: str, image_url: str) -> str:
+    """``artwork_thumbnail_url`` from the stored values (file names, URLs), for lists read without
+    building Artwork objects (a search page's 24 took ~0.5 ms to build)."""
+
+    def url(field: str, name: str) -> str:
+        return str(Artwork._meta.get_field(field).storage.url(name))  # type: ignore[union-attr]
+
+    if thumbnail:
+        return url("thumbnail", thumbnail)
+    if working_image:
+        return url("working_image", working_image)
+    if iiif_url:
+        return f"{iiif_url.rstrip('/')}/full/{IIIF_THUMBNAIL_SIZE}/0/default.jpg"
+    if image and _displayable(image):
+        return url("image", image)
+    return image_url
 
 
 def artwork_large_url(artwork: Artwork) -> str:

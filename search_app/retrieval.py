@@ -8,6 +8,7 @@ pass the filter, and small filtered sets are scanned exactly instead.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,30 @@ class LegHit:
     artwork_id: int
     score: float
     detail_id: int | None = None
+
+
+_hidden: tuple[float, np.ndarray] = (-1e18, np.zeros(0, dtype=np.int64))
+_hidden_lock = threading.Lock()
+
+
+def hidden_details() -> np.ndarray:
+    """Ids of the details catalogers hid, for the in-memory legs, which hold every detail: re-read at most
+    every ``SEARCH["hidden_refresh_s"]`` (5 s; one scan of the ``review_state`` index). A detail hidden
+    since then still counts for its artwork's rank until the next read; the page it would show on reads
+    the database (``pipeline.present``), so it is never shown."""
+    global _hidden
+    ttl = float(settings.SEARCH.get("hidden_refresh_s", 5.0))
+    read_at, ids = _hidden
+    if time.monotonic() - read_at <= ttl:
+        return ids
+    with _hidden_lock:
+        if time.monotonic() - _hidden[0] <= ttl:
+            return _hidden[1]
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM collections_app_detail WHERE review_state = 'hidden'")
+            ids = np.sort(np.asarray([r[0] for r in cursor.fetchall()], dtype=np.int64))
+        _hidden = (time.monotonic(), ids)
+    return ids
 
 
 def detail_levels(level: str) -> tuple[str, ...]:

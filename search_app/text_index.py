@@ -28,9 +28,10 @@ builds it (23-28 s at 1M details: until one is saved, searches use the PostgreSQ
 for a saved one again every ``SYNC_EVERY_S``). Every ``SYNC_EVERY_S`` a background thread takes a newer saved
 build if there is one, then re-indexes the artworks changed since its build (edited, re-processed, details
 edited) into a small second segment that overrides the first; when that segment grows past
-``REBUILD_FRACTION`` of the first, the thread rebuilds the whole index and saves it. Hits are checked
-against the database before they are returned, so a deleted artwork or a hidden detail never shows, however
-stale the index.
+``REBUILD_FRACTION`` of the first, the thread rebuilds the whole index and saves it. Hidden details are
+left out by the ids ``retrieval.hidden_details`` re-reads every few seconds, and the pipeline checks the
+fused candidates against the database in one query (``pipeline.present``), so a deleted artwork or a
+hidden detail never shows, however stale the index.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from search_app.retrieval import (
     _artwork_document_sql,
     _filter_sql,
     detail_levels,
+    hidden_details,
 )
 from search_app.types import SearchFilters
 
@@ -242,9 +244,10 @@ class Segment:
                 artwork_scores[~allowed] = 0.0
             for a in top_positions(artwork_scores, limit * 2).tolist():
                 combined[a] = combined.get(a, 0.0) + float(artwork_scores[a])
-            for a in best:
-                if a in combined and np.isneginf(artwork_scores[a]):
-                    combined[a] = 0.0  # the artwork's own text holds a negated word
+            if best:  # an artwork whose own text holds a negated word drops out
+                held = np.fromiter(best, dtype=np.int64, count=len(best))
+                for a in held[np.isneginf(artwork_scores[held])].tolist():
+                    combined[a] = 0.0
         ranked = sorted(((s, a) for a, s in combined.items() if s > 0), key=lambda t: (-t[0], t[1]))[:limit]
         return [
             (
@@ -809,22 +812,8 @@ def _allowed_artworks(filters: SearchFilters) -> np.ndarray | None:
 
 
 def _visible(found: list[tuple[int, int | None, float]]) -> list[LegHit]:
-    """Drop artworks deleted since the build and details deleted or hidden since (their artwork keeps its
-    own score, without the region)."""
-    if not found:
-        return []
-    artwork_ids = [a for a, _, _ in found]
-    detail_ids = [d for _, d, _ in found if d is not None]
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT id FROM collections_app_artwork WHERE id = ANY(%s)", [artwork_ids])
-        artworks = {r[0] for r in cursor.fetchall()}
-        cursor.execute(
-            "SELECT id FROM collections_app_detail WHERE id = ANY(%s) AND review_state <> 'hidden'",
-            [detail_ids],
-        )
-        details = {r[0] for r in cursor.fetchall()}
-    return [
-        LegHit(artwork_id=a, detail_id=d if d in details else None, score=s)
-        for a, d, s in found
-        if a in artworks
-    ]
+    """Hits as leg hits, a detail hidden since the build losing its region (its artwork keeps its own
+    score). Artworks deleted since the build are dropped by the pipeline (``pipeline.present``), once for
+    every leg."""
+    hidden = set(hidden_details().tolist()) if any(d is not None for _, d, _ in found) else set()
+    return [LegHit(artwork_id=a, detail_id=None if d in hidden else d, score=s) for a, d, s in found]

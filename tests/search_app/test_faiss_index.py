@@ -114,9 +114,10 @@ def test_rebuild_command_writes_the_index_files(artworks, settings, capsys) -> N
     assert "200 vectors" in capsys.readouterr().out
 
 
-def test_a_saved_ivf_index_loads_with_its_ids(artworks, settings, monkeypatch) -> None:
+def test_a_saved_ivf_index_loads_with_its_owners(artworks, settings, monkeypatch) -> None:
     monkeypatch.setattr(faiss_index, "IVF_FROM", 100)
-    settings.SEARCH = {**settings.SEARCH, "faiss_nprobe": 64}  # every list: exact, to compare
+    # every list, float32: exact, to compare
+    settings.SEARCH = {**settings.SEARCH, "faiss_nprobe": 64, "faiss_codec": "flat"}
     call_command("search_index", "rebuild", "--only", "faiss")
     faiss_index._indexes.clear()
 
@@ -125,7 +126,8 @@ def test_a_saved_ivf_index_loads_with_its_ids(artworks, settings, monkeypatch) -
 
     monkeypatch.setattr(faiss_index.VectorIndex, "rebuild", no_rebuild)
     vi = faiss_index.get_index(target="artwork", model_key=MODEL_KEY, kind="image", dim=DIM)
-    assert "IVF" in type(vi.index).__name__ and len(vi.ids) == 200
+    assert "IVF" in type(vi.index).__name__ and len(vi.owners) == 200
+    assert set(vi.owners.artworks.tolist()) == {a.pk for a in artworks[0]}
     query = unit(artworks[1][3])
     args = {"vector": query, "model_key": MODEL_KEY, "target": "artwork", "kind": "image", "limit": 10}
     assert [h.artwork_id for h in faiss_index.faiss_leg(**args)] == [h.artwork_id for h in vector_leg(**args)]
@@ -144,3 +146,66 @@ def test_sync_reads_nothing_when_the_table_saw_no_insert_or_delete(artworks, mon
     newcomer = ArtworkFactory()
     embed_artwork(newcomer, np.eye(DIM)[3])
     assert vi.sync() == (1, 0), "an insert moves the counters: the new row is read"
+
+
+def test_hits_are_resolved_from_the_index_not_the_database(artworks, monkeypatch, django_assert_num_queries):
+    query = unit(artworks[1][2])
+    args = {"vector": query, "model_key": MODEL_KEY, "target": "artwork", "kind": "image", "limit": 10}
+    expected = [h.artwork_id for h in vector_leg(**args)]
+    faiss_index.faiss_leg(**args)  # builds the index
+    monkeypatch.setattr(faiss_index, "SYNC_EVERY_S", 1e9)
+    with django_assert_num_queries(0):
+        hits = faiss_index.faiss_leg(**args)
+    assert [h.artwork_id for h in hits] == expected
+
+
+def test_a_detail_hidden_after_the_build_stops_matching(settings) -> None:
+    artwork = ArtworkFactory()
+    shown = DetailFactory(artwork=artwork, level="entity")
+    later_hidden = DetailFactory(artwork=artwork, level="entity")
+    embed_detail(shown, np.eye(DIM)[1])
+    embed_detail(later_hidden, np.eye(DIM)[0])
+    args = {
+        "vector": unit(np.eye(DIM)[0]),
+        "model_key": MODEL_KEY,
+        "target": "detail",
+        "kind": "image",
+        "limit": 5,
+    }
+    assert faiss_index.faiss_leg(**args)[0].detail_id == later_hidden.pk
+
+    later_hidden.review_state = "hidden"
+    later_hidden.save()
+    assert [h.detail_id for h in faiss_index.faiss_leg(**args)] == [shown.pk]
+
+
+def test_an_sq8_index_finds_what_the_exact_scan_finds(artworks, settings, monkeypatch) -> None:
+    monkeypatch.setattr(faiss_index, "IVF_FROM", 100)
+    settings.SEARCH = {**settings.SEARCH, "faiss_nprobe": 64, "faiss_codec": "sq8"}
+    _, centres = artworks
+    args = {
+        "vector": unit(centres[5]),
+        "model_key": MODEL_KEY,
+        "target": "artwork",
+        "kind": "image",
+        "limit": 20,
+    }
+    from_faiss = faiss_index.faiss_leg(**args)
+    vi = faiss_index.get_index(target="artwork", model_key=MODEL_KEY, kind="image", dim=DIM)
+    assert "ScalarQuantizer" in type(vi.index).__name__
+    exact = [h.artwork_id for h in vector_leg(**args)]
+    # A byte a dimension moves scores by ~1e-3: near-ties may swap, the set stays.
+    assert len({h.artwork_id for h in from_faiss} & set(exact)) >= 18
+    assert [h.score for h in from_faiss][:5] == pytest.approx(
+        [h.score for h in vector_leg(**args)][:5], abs=0.02
+    )
+
+
+def test_a_saved_index_of_another_codec_is_built_again(artworks, settings, monkeypatch) -> None:
+    monkeypatch.setattr(faiss_index, "IVF_FROM", 100)
+    settings.SEARCH = {**settings.SEARCH, "faiss_codec": "flat"}
+    call_command("search_index", "rebuild", "--only", "faiss")
+    faiss_index._indexes.clear()
+    settings.SEARCH = {**settings.SEARCH, "faiss_codec": "sq8"}
+    vi = faiss_index.get_index(target="artwork", model_key=MODEL_KEY, kind="image", dim=DIM)
+    assert "ScalarQuantizer" in type(vi.index).__name__ and len(vi.owners) == 200
