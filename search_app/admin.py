@@ -8,7 +8,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
-from search_app.api.services import api_key_assign_secret
+from search_app.api.services import api_key_assign_secret, forget_api_keys
 from search_app.models import ApiKey, ApiScope
 
 
@@ -49,4 +49,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Deactivate the selected keys")
     def deactivate(self, request: HttpRequest, queryset: Any) -> None:
         n = queryset.update(is_active=False)
+        forget_api_keys()
         self.message_user(request, f"{n} key(s) deactivated.")

@@ -33,6 +33,17 @@ def _media_root(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
     settings.MEDIA_ROOT = tmp_path / "media"
 
 
+@pytest.fixture(autouse=True)
+def _nothing_remembered_in_process(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """What a process keeps in memory for a few seconds (verified API keys, the catalogue's notations) is
+    not carried from one test's rolled-back rows into the next test."""
+    from search_app import iconclass_expansion
+    from search_app.api.services import forget_api_keys
+
+    forget_api_keys()
+    monkeypatch.setattr(iconclass_expansion, "_local", (-1e18, []))
+
+
 @pytest.fixture
 def redis_client(settings):  # type: ignore[no-untyped-def]
     """The real Redis of the test settings, emptied before and after the test."""

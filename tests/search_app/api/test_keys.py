@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from search_app.api.services import api_key_authenticate, api_key_create, api_key_hash
+from search_app.api.services import api_key_authenticate, api_key_create, api_key_hash, forget_api_keys
 from search_app.models import ApiKey
 
 pytestmark = pytest.mark.django_db
@@ -25,7 +25,17 @@ def test_authenticate_accepts_the_key_and_rejects_tampered_or_inactive_ones():
     assert ApiKey.objects.get(pk=api_key.pk).last_used_at is not None
     assert api_key_authenticate(raw_key=raw_key[:-1] + ("A" if raw_key[-1] != "A" else "B")) is None
     assert api_key_authenticate(raw_key="nodot") is None
-    ApiKey.objects.filter(pk=api_key.pk).update(is_active=False)
+    ApiKey.objects.filter(pk=api_key.pk).update(is_active=False)  # as another process deactivates it:
+    assert api_key_authenticate(raw_key=raw_key) == api_key, "trusted from memory for key_cache_s"
+    forget_api_keys()  # the memory lapses
+    assert api_key_authenticate(raw_key=raw_key) is None
+
+
+def test_a_key_deactivated_in_this_process_stops_working_at_once():
+    api_key, raw_key = api_key_create(name="partner", scopes=["read"])
+    assert api_key_authenticate(raw_key=raw_key) == api_key
+    api_key.is_active = False
+    api_key.save()
     assert api_key_authenticate(raw_key=raw_key) is None
 
 
