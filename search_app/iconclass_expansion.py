@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import time
 import unicodedata
 from collections import Counter
 
@@ -21,14 +22,47 @@ from collections_app.iconography import LANGUAGES, subject
 
 _CACHE_KEY = "semart:search:catalogue-notations"
 _CACHE_TTL_S = 300
+_LOCAL_TTL_S = 30.0
 MIN_SCORE = 0.3
 MAX_NOTATIONS = 8
 _STOPWORDS = frozenset(
     [
-        "a", "an", "and", "the", "of", "in", "on", "with", "his", "her", "their", "its", "by", "to", "at",
-        "from", "for", "or", "as", "is", "are", "be", "who", "which", "into",
+        "a",
+        "an",
+        "and",
+        "the",
+        "of",
+        "in",
+        "on",
+        "with",
+        "his",
+        "her",
+        "their",
+        "its",
+        "by",
+        "to",
+        "at",
+        "from",
+        "for",
+        "or",
+        "as",
+        "is",
+        "are",
+        "be",
+        "who",
+        "which",
+        "into",
         # ICONCLASS boilerplate, and words every saint's text shares
-        "possible", "attributes", "attribute", "etc", "e", "g", "st", "saint", "saints", "holy",
+        "possible",
+        "attributes",
+        "attribute",
+        "etc",
+        "e",
+        "g",
+        "st",
+        "saint",
+        "saints",
+        "holy",
     ]
 )
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
@@ -47,10 +81,19 @@ def tokens(text: str) -> list[str]:
     return out
 
 
+_local: tuple[float, list[str]] = (-1e18, [])
+
+
 def catalogue_notations() -> list[str]:
-    """Every notation used by an artwork or a detail (cached a few minutes: new tags appear soon enough)."""
+    """Every notation used by an artwork or a detail (cached a few minutes: new tags appear soon enough),
+    and held in the process for ``_LOCAL_TTL_S`` (reading it from Redis was ~0.7 ms of every search)."""
+    global _local
+    read_at, notations = _local
+    if time.monotonic() - read_at < _LOCAL_TTL_S:
+        return list(notations)
     cached = cache.get(_CACHE_KEY)
     if cached is not None:
+        _local = (time.monotonic(), list(cached))
         return list(cached)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -59,10 +102,13 @@ def catalogue_notations() -> list[str]:
         )
         notations = [row[0] for row in cursor.fetchall()]
     cache.set(_CACHE_KEY, notations, _CACHE_TTL_S)
+    _local = (time.monotonic(), list(notations))
     return notations
 
 
 def forget_catalogue_notations() -> None:
+    global _local
+    _local = (-1e18, [])
     cache.delete(_CACHE_KEY)
 
 

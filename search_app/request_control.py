@@ -8,9 +8,11 @@ worker within a batch); ``revoke`` is sent as well, which drops the task if no w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+import weakref
 from typing import Any
 
 import redis
@@ -49,6 +51,23 @@ def sync_redis() -> redis.Redis:
     client = _clients.get(url)
     if client is None:
         client = _clients[url] = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=1)
+    return client
+
+
+_loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+
+def _loop_redis() -> Any:
+    """An asyncio Redis client for the running event loop, kept for the next searches: a client per wait
+    cost a new connection and, in redis-py 8, a read of its own package metadata (~1 ms a rerank). Its pool
+    opens a connection per pop waiting at once."""
+    import redis.asyncio as aredis
+
+    loop = asyncio.get_running_loop()
+    url, client = _loop_clients.get(loop, ("", None))
+    if client is None or url != settings.REDIS_URL:  # (tests point the site at another Redis)
+        client = aredis.Redis.from_url(settings.REDIS_URL, socket_timeout=None, socket_connect_timeout=1)
+        _loop_clients[loop] = (settings.REDIS_URL, client)
     return client
 
 
@@ -114,14 +133,12 @@ async def wait_result(mailbox: str, *, timeout_s: float) -> dict[str, Any] | Non
 
     A cancelled caller (the client went away) gets CancelledError here at once: BLPOP runs on the loop.
     """
-    import redis.asyncio as aredis
-
-    # The socket must outlive the blocking pop (redis-py 8 defaults to a 5 s read timeout).
-    client = aredis.Redis.from_url(settings.REDIS_URL, socket_timeout=timeout_s + 5)
-    try:
-        answer = await client.blpop([mailbox_key(mailbox)], timeout=max(timeout_s, 0.01))
-    finally:
-        await client.aclose()
+    client = _loop_redis()
+    # The pop blocks in Redis for up to timeout_s: the socket has no read timeout of its own (redis-py 8
+    # defaults to 5 s), and this bounds it instead, should Redis stop answering.
+    answer = await asyncio.wait_for(
+        client.blpop([mailbox_key(mailbox)], timeout=max(timeout_s, 0.01)), timeout=timeout_s + 5
+    )
     if answer is None:
         return None
     return json.loads(answer[1])  # type: ignore[no-any-return]
