@@ -260,7 +260,24 @@ class SearchUnavailable(exceptions.APIException):
     default_code = "search_unavailable"
 
 
-def _hit_body(request: Request, hit: Any) -> dict[str, Any]:
+class _HitUrls:
+    """The artwork and crop URLs of a page of hits: each resolved once with a stand-in id, then filled in
+    (reversing and absolutising two URLs for each of 24 hits took ~1 ms a search)."""
+
+    STAND_IN = 987654321
+
+    def __init__(self, request: Request) -> None:
+        self.artwork = request.build_absolute_uri(reverse("api:artwork-detail", kwargs={"pk": self.STAND_IN}))
+        self.crop = request.build_absolute_uri(reverse("api:detail-crop", kwargs={"pk": self.STAND_IN}))
+
+    def artwork_url(self, pk: int) -> str:
+        return self.artwork.replace(str(self.STAND_IN), str(int(pk)))
+
+    def crop_url(self, pk: int) -> str:
+        return self.crop.replace(str(self.STAND_IN), str(int(pk)))
+
+
+def _hit_body(request: Request, hit: Any, urls: _HitUrls) -> dict[str, Any]:
     region = None
     if hit.detail is not None:
         region = {
@@ -269,11 +286,11 @@ def _hit_body(request: Request, hit: Any) -> dict[str, Any]:
             "box": list(hit.detail.box),
             "label": hit.detail.label,
             "caption": hit.detail.caption,
-            "crop_url": request.build_absolute_uri(reverse("api:detail-crop", kwargs={"pk": hit.detail.id})),
+            "crop_url": urls.crop_url(hit.detail.id),
         }
     return {
         "artwork": hit.artwork_id,
-        "url": request.build_absolute_uri(reverse("api:artwork-detail", kwargs={"pk": hit.artwork_id})),
+        "url": urls.artwork_url(hit.artwork_id),
         "source_id": hit.source_id,
         "title": hit.title,
         "artist_names": hit.artist_names,
@@ -345,8 +362,9 @@ async def _run_search(request: Request, data: dict[str, Any], *, next_base: str 
         params = request.query_params.copy()
         params["offset"] = str(next_offset)
         next_url = request.build_absolute_uri(f"{next_base}?{params.urlencode()}")
+    urls = _HitUrls(request)
     body = {
-        "results": [_hit_body(request, hit) for hit in result.hits],
+        "results": [_hit_body(request, hit, urls) for hit in result.hits],
         "has_more": result.has_more,
         "next_offset": next_offset,
         "next": next_url,
