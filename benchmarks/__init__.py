@@ -1,1 +1,4 @@
-"""Benchmark scripts (run as files: `python benchmarks/<name>.py`); each prints JSON. Results: docs/benchmarks.md."""
+"""Benchmark scripts (run as files: `python benchmarks/<name>.py`); each prints JSON.
+
+Results: docs/benchmarks.md.
+"""

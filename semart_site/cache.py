@@ -33,7 +33,10 @@ QUIET_S = 2.0
 
 
 class SharedRedisCacheClient(RedisCacheClient):
-    """Django's client, with one ``redis.Redis`` per connection pool instead of one per call."""
+    """Django's client, with one ``redis.Redis`` per connection pool instead of one per call. (It builds on
+    Django's private ``_client`` and ``_get_connection_pool``, which django-stubs does not declare.)"""
+
+    _client: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -50,7 +53,7 @@ class SharedRedisCacheClient(RedisCacheClient):
 
     def _get_connection_pool(self, write: bool) -> Any:
         with self._lock:  # two threads must not make two pools for one server
-            return super()._get_connection_pool(write)
+            return super()._get_connection_pool(write)  # type: ignore[misc]
 
 
 _clients: dict[tuple[Any, ...], SharedRedisCacheClient] = {}
@@ -59,6 +62,9 @@ _clients_lock = threading.Lock()
 
 
 class FailSoftRedisCache(RedisCache):
+    _servers: list[str]  # set by RedisCache.__init__
+    _options: dict[str, Any]
+
     @property
     def _identity(self) -> tuple[Any, ...]:
         return (tuple(self._servers), repr(sorted(self._options.items())))

@@ -66,11 +66,12 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
     if remembered is not None and time.monotonic() < remembered[1]:
         api_key = remembered[0]
     else:
-        api_key = ApiKey.objects.filter(prefix=prefix).first()
-        if api_key is None or not api_key.is_active:
+        found = ApiKey.objects.filter(prefix=prefix).first()
+        if found is None or not found.is_active:
             return None
-        if not hmac.compare_digest(api_key.hashed_key, hashed):
+        if not hmac.compare_digest(found.hashed_key, hashed):
             return None
+        api_key = found
         ttl = float(settings.SEMART_API.get("key_cache_s", 5.0))
         if ttl > 0:
             _verified[hashed] = (api_key, time.monotonic() + ttl)
