@@ -65,6 +65,23 @@ def hidden_details() -> np.ndarray:
     return ids
 
 
+def table_writes(tables: Sequence[str]) -> tuple[int, ...] | None:
+    """Rows inserted, updated and deleted in each table as PostgreSQL's statistics count them (committed
+    and flushed, plus this transaction's own): unchanged means nothing was written. None where statistics
+    are off."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('track_counts') = 'on', array_agg(ARRAY["
+            "pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_xact_tuples_inserted(c.oid), "
+            "pg_stat_get_tuples_updated(c.oid) + pg_stat_get_xact_tuples_updated(c.oid), "
+            "pg_stat_get_tuples_deleted(c.oid) + pg_stat_get_xact_tuples_deleted(c.oid)] ORDER BY c.oid) "
+            "FROM pg_class c WHERE c.oid = ANY(%s::regclass[])",
+            [list(tables)],
+        )
+        on, counts = cursor.fetchone()
+    return tuple(int(n) for row in counts for n in row) if on else None
+
+
 def detail_levels(level: str) -> tuple[str, ...]:
     """The detail levels a search level looks at ("artworks" looks inside every picture too)."""
     return (level,) if level in DETAIL_LEVELS else DETAIL_LEVELS

@@ -216,3 +216,16 @@ def test_an_empty_catalogue_builds_an_index_that_finds_nothing() -> None:
     assert index.size() == (0, 0)
     assert words("anything at all") == []
     assert iconclass_leg(notations=[("11H(JEROME)", 1.0)], limit=10) == []
+
+
+def test_upkeep_reads_nothing_while_no_watched_table_is_written(monkeypatch) -> None:
+    ArtworkFactory(title="A unicorn")
+    index = text_index.rebuild_and_save()
+    text_index.upkeep_once(index)  # records the tables' write counters
+    syncs = []
+    monkeypatch.setattr(text_index.WordIndex, "sync", lambda self: syncs.append(1) or 0)
+    text_index.upkeep_once(index)
+    assert syncs == [], "nothing was written: nothing is read"
+    ArtworkFactory(title="A griffin")
+    text_index.upkeep_once(index)
+    assert syncs == [1], "a write moves the counters: the changed artworks are read"
