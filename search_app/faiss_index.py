@@ -81,13 +81,15 @@ class Owners:
 
     @classmethod
     def of(cls, ids: np.ndarray, artworks: np.ndarray, details: np.ndarray | None = None) -> Owners:
-        order = np.argsort(ids, kind="stable")
-        details = np.full(len(ids), -1, dtype=np.int64) if details is None else details
-        return cls(
-            ids=np.asarray(ids, dtype=np.int64)[order],
-            artworks=np.asarray(artworks, dtype=np.int64)[order],
-            details=np.asarray(details, dtype=np.int64)[order],
-        )
+        ids = np.asarray(ids, dtype=np.int64)
+        artworks = np.asarray(artworks, dtype=np.int64)
+        details = np.full(len(ids), -1, dtype=np.int64) if details is None else np.asarray(details, np.int64)
+        if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+            # New rows usually come above the highest id held, and then nothing moves: a sort of a million
+            # ids at every sync would hold the interpreter beside the searches.
+            order = np.argsort(ids, kind="stable")
+            ids, artworks, details = ids[order], artworks[order], details[order]
+        return cls(ids=ids, artworks=artworks, details=details)
 
     def __len__(self) -> int:
         return len(self.ids)

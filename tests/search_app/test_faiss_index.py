@@ -209,3 +209,13 @@ def test_a_saved_index_of_another_codec_is_built_again(artworks, settings, monke
     settings.SEARCH = {**settings.SEARCH, "faiss_codec": "sq8"}
     vi = faiss_index.get_index(target="artwork", model_key=MODEL_KEY, kind="image", dim=DIM)
     assert "ScalarQuantizer" in type(vi.index).__name__ and len(vi.owners) == 200
+
+
+def test_owners_find_rows_and_follow_changes() -> None:
+    owners = faiss_index.Owners.of(np.array([30, 10, 20]), np.array([3, 1, 2]), np.array([300, 100, 200]))
+    assert owners.ids.tolist() == [10, 20, 30] and owners.highest == 30
+    pos, known = owners.find(np.array([20, 25, 99, 10]))
+    assert known.tolist() == [True, False, False, True]
+    assert owners.details[pos[known]].tolist() == [200, 100]
+    changed = owners.changed(gone=np.array([20]), new=faiss_index.Owners.of(np.array([40]), np.array([4])))
+    assert changed.ids.tolist() == [10, 30, 40] and changed.details.tolist() == [100, 300, -1]
