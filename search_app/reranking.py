@@ -94,9 +94,20 @@ def build_rerank_candidates(
 _ARTICLE = re.compile(r"^(the|a|an)\s+", re.IGNORECASE)
 
 
+# British spellings a label may carry in American ("sceptre" / "scepter", "mitre" / "miter"), and the
+# possessive ("Christ's hand"): both the query and the label are read this way.
+_BRITISH_RE = re.compile(r"(?<=[bcdfghklmnpstvz])re\b")
+_POSSESSIVE = re.compile(r"['\u2019]s\b")
+_LINKING_WORDS = frozenset({"the", "a", "an", "of", "and", "with", "in", "on", "at", "to", "by", "for"})
+
+
+def _spelled(text: str) -> str:
+    return _BRITISH_RE.sub("er", _POSSESSIVE.sub("", text.replace("_", " ").lower()))
+
+
 @functools.lru_cache(maxsize=4096)
 def _label_pattern(label: str) -> re.Pattern[str] | None:
-    words = _ARTICLE.sub("", label.replace("_", " ").strip().lower())
+    words = _ARTICLE.sub("", _spelled(label).strip())
     if not words:
         return None
     return re.compile(r"\b" + r"\s+".join(map(re.escape, words.split())) + r"(?:s|es)?\b")
@@ -106,17 +117,41 @@ def _mentions(query: str, label: str) -> re.Match[str] | None:
     """Where the query names the label, as a word or phrase, singular or plural ("clouds" names "cloud",
     "the infant Christ Child" names "the Christ Child")."""
     pattern = _label_pattern(label)
-    return pattern.search(query.lower()) if pattern is not None else None
+    return pattern.search(_spelled(query)) if pattern is not None else None
+
+
+def _word(word: str) -> str:
+    """A plural's singular, roughly ("halos", "crosses", "churches", "ladies")."""
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("sses", "shes", "ches", "xes")):
+        return word[:-2]
+    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+
+
+@functools.lru_cache(maxsize=4096)
+def _content_words(text: str) -> frozenset[str]:
+    return frozenset(_word(w) for w in re.findall(r"[a-z]+", _spelled(text)) if w not in _LINKING_WORDS)
 
 
 def route_label(query: str, labels: Sequence[str]) -> str | None:
     """The region label a query asks for, when it names one: the first named, except that a name followed
     at once by another is a modifier of it ("angel wings" asks for wings: English compounds end in their
-    head). None when the query names no label."""
+    head); and a label of several words the query holds in another order ("Christ's hand raised in
+    blessing" names "blessing hand of Christ") when it says more than the phrases named. None when the
+    query names no label."""
+    query = _spelled(query)
     found = sorted(
         ((m.start(), m.end(), label) for label in set(labels) if label and (m := _mentions(query, label))),
         key=lambda t: (t[0], -t[1]),
     )
+    asked = _content_words(query)
+    held = [label for label in set(labels) if label and len(_content_words(label)) > 1
+            and _content_words(label) <= asked]  # fmt: skip
+    most = max((len(_content_words(label)) for _, _, label in found), default=0)
+    fuller = [label for label in held if len(_content_words(label)) > most]
+    if fuller:
+        return min(fuller, key=lambda label: (-len(_content_words(label)), label))
     if not found:
         return None
     start, end, label = found[0]

@@ -95,10 +95,15 @@ def test_rerank_run_reads_every_region_and_returns_the_best_one() -> None:
         ("clouds in the sky", "cloud"),  # plurals
         ("the infant Christ Child", "the Christ Child"),  # articles, and "child" inside it
         ("a lonely boat in stormy seas", None),  # no label named: the vectors decide
+        ("a sceptre", "scepter"),  # British and American spellings
+        ("Christ's hand raised in blessing", "blessing hand of Christ"),  # its words, in another order
+        ("a person holding a book", "person holding book"),  # more of the query than "person" or "book"
+        ("Christ blessing", "Christ"),  # not every word of the hand's label: the phrase named
     ],
 )
 def test_route_label_finds_the_thing_a_query_asks_for(query: str, expected: str | None) -> None:
-    labels = ["halo", "saint", "angel", "wings", "cloud", "the Christ Child", "child", "person"]
+    labels = ["halo", "saint", "angel", "wings", "cloud", "the Christ Child", "child", "person", "scepter",
+              "Christ", "blessing hand of Christ", "book", "person holding book"]  # fmt: skip
     assert route_label(query, labels) == expected
 
 
