@@ -735,7 +735,8 @@ def current_index() -> WordIndex | None:
 
 # A sync finds changed artworks by their (unindexed) timestamps in these tables: at 1M details that scan
 # took ~0.1 s of the database's time every SYNC_EVERY_S in each web process. It is skipped while
-# PostgreSQL's write counters for all of them stand still (committed ones are counted within ~1 s).
+# PostgreSQL's write counters for all of them stand still (a commit is counted within ~1-10 s; the
+# counters are read before the rows, so a write the sync did not see moves them for the next one).
 WATCHED_TABLES = (
     "collections_app_artwork",
     "collections_app_detail",
