@@ -8,8 +8,6 @@ size and the whole exchange's time are bounded, so a server trickling its header
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from django.conf import settings
 
 DOCUMENT_MAX_BYTES = 20 * 1024 * 1024  # a manifest or an API page; images have their own, larger limit
@@ -17,24 +15,6 @@ DOCUMENT_MAX_BYTES = 20 * 1024 * 1024  # a manifest or an API page; images have 
 
 class FetchRefused(ValueError):
     """The URL is not one we fetch (scheme, private address, too large, bad status)."""
-
-
-def check_url(url: str) -> None:
-    """Refuse what the image fetcher refuses: one address policy for the whole site (workers/fetching.py)."""
-    from workers.fetching import FetchRefused as ImageFetchRefused
-    from workers.fetching import resolve_checked
-
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise FetchRefused(f"only http(s) URLs with a host are fetched: {url!r}")
-    try:
-        resolve_checked(
-            parts.hostname,
-            parts.port or (443 if parts.scheme == "https" else 80),
-            allowed_hosts=list(settings.SEMART_FETCH.get("allowed_hosts", [])),
-        )
-    except ImageFetchRefused as exc:
-        raise FetchRefused(str(exc)) from exc
 
 
 # What servers call JSON documents; IIIF servers often say ld+json, some say text/plain or octet-stream.
@@ -56,7 +36,8 @@ def fetch_document(
     from workers.fetching import fetch_bytes
     from workers.pipeline.errors import PermanentStageError, TransientFetchError
 
-    check_url(url)
+    # fetch_bytes checks the scheme and every address the host resolves to, then connects to the address
+    # it checked (one address policy for the whole site; the host was resolved twice before).
     try:
         return fetch_bytes(
             url,
