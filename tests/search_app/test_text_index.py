@@ -229,3 +229,18 @@ def test_upkeep_reads_nothing_while_no_watched_table_is_written(monkeypatch) -> 
     ArtworkFactory(title="A griffin")
     text_index.upkeep_once(index)
     assert syncs == [1], "a write moves the counters: the changed artworks are read"
+
+
+@pytest.mark.parametrize("values", ["distinct", "ties", "few_positive"])
+def test_top_positions_over_many_scores_equals_a_full_sort(values: str) -> None:
+    rng = np.random.default_rng(3)
+    n, k = 300_000, 512  # enough positive scores for the sampled bound
+    if values == "distinct":
+        scores = rng.random(n).astype(np.float32)
+    elif values == "ties":
+        scores = rng.integers(1, 4, n).astype(np.float32)  # three values: the bound keeps every tie
+    else:
+        scores = np.where(rng.random(n) < 0.05, rng.random(n), 0.0).astype(np.float32)
+    positive = np.flatnonzero(scores > 0)
+    expected = positive[np.lexsort((positive, -scores[positive]))][:k]
+    assert top_positions(scores, k).tolist() == expected.tolist()
