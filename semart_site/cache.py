@@ -138,7 +138,9 @@ class FailSoftRedisCache(RedisCache):
         return self._soft(None, self._sliding_log, key, now, window_s, limit)  # type: ignore[no-any-return]
 
     def _sliding_log(self, key: str, now: float, window_s: float, limit: int) -> float | None:
-        key = self.make_and_validate_key(key)
+        # A key of its own: DRF's throttle kept a pickled list under the plain key, and a sorted-set command
+        # on it would fail (WRONGTYPE) until it expired.
+        key = self.make_and_validate_key(f"{key}:log")
         member = f"{now:.6f}:{os.urandom(4).hex()}"
         client = self._cache.get_client(key, write=True)
         with client.pipeline(transaction=True) as pipe:

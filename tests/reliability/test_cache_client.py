@@ -34,3 +34,9 @@ def test_the_sliding_log_refuses_past_the_limit_without_counting_refusals() -> N
     assert cache.sliding_log(key, now=at + 6, window_s=60, limit=3) == 54.0, "a refusal is not logged"
     assert cache.sliding_log(key, now=at + 60.5, window_s=60, limit=3) is None, "the first has left"
     assert cache.sliding_log(key, now=at + 60.6, window_s=60, limit=3) == pytest.approx(0.4)
+
+
+def test_the_sliding_log_ignores_a_value_drf_left_under_the_plain_key() -> None:
+    key = f"test-rate-{uuid.uuid4().hex}"
+    cache.set(key, [1.0, 2.0], 60)  # what DRF's throttle stored before this log
+    assert cache.sliding_log(key, now=1_000_000.0, window_s=60, limit=3) is None
