@@ -48,6 +48,35 @@ def embedded_postgres_settings(data_dir: Path, *, database: str = EMBEDDED_DATAB
     }
 
 
+def forget_exited_handles(data_dir: Path) -> list[int]:
+    """Take processes that have exited off the embedded PostgreSQL's list of users, and return them.
+
+    pgserver stops the server when the last process on its list exits, but a process leaves the list
+    only through its own exit handler: one that missed it (the demo's web server, stopped by a signal, was
+    seen to stay listed) kept the server running after everything had stopped. The demo calls this once its
+    children have exited, so that its own exit stops the server."""
+    import json
+
+    def running(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # someone else's process
+        return True
+
+    listed = data_dir / "postgres" / ".handle_pids.json"
+    try:
+        pids = [int(p) for p in json.loads(listed.read_text())]
+    except (OSError, ValueError):
+        return []
+    exited = [pid for pid in pids if not running(pid)]
+    if exited:
+        listed.write_text(json.dumps([pid for pid in pids if pid not in exited]))
+    return exited
+
+
 def _ensure_template_extensions(server: Any) -> None:
     server.psql(
         "\\c template1\nCREATE EXTENSION IF NOT EXISTS vector;\nCREATE EXTENSION IF NOT EXISTS pg_trgm;\n"

@@ -355,6 +355,12 @@ def test_demo_serves_the_site_and_stops_its_children_on_ctrl_c(
     pids = _pids(text)
     assert len(pids) == 2, text[-3000:]  # the worker and the web server
     assert all(_gone(pid) for pid in pids), "a child outlived the demo"
+    # And the embedded PostgreSQL it started: pg_ctl stop removes the postmaster's pid file.
+    postmaster = tmp_path / "data" / "postgres" / "postmaster.pid"
+    deadline = time.monotonic() + 30
+    while postmaster.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not postmaster.exists(), "the embedded PostgreSQL outlived the demo"
 
 
 def test_demo_starts_an_embedded_redis_when_none_answers(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -25,6 +25,7 @@ from collections_app.importers.catalogue import CatalogueError
 from collections_app.importers.folder import plan_folder_import
 from collections_app.importers.remote import FetchRefused
 from collections_app.importers.waiting import WaitOutcome, wait_for_processing
+from semart_site.embedded import forget_exited_handles
 from workers.queues import ALL_QUEUES
 
 DEMO_POOL = Path(settings.BASE_DIR).parent / "shared" / "datasets" / "art-pool" / "images"
@@ -179,6 +180,8 @@ class Command(BaseCommand):
                 child.stop()
             if redis_handle is not None:
                 redis_handle.shutdown()
+            # With the embedded PostgreSQL (no DATABASE_URL), it stops when this command exits.
+            forget_exited_handles(Path(settings.SEMART_DATA_DIR))
 
     # --- steps ---------------------------------------------------------------------------------------
 
