@@ -66,14 +66,20 @@ def forget_exited_handles(data_dir: Path) -> list[int]:
             return True  # someone else's process
         return True
 
+    from contextlib import nullcontext
+
+    from pgserver.postgres_server import PostgresServer
+
     listed = data_dir / "postgres" / ".handle_pids.json"
-    try:
-        pids = [int(p) for p in json.loads(listed.read_text())]
-    except (OSError, ValueError):
-        return []
-    exited = [pid for pid in pids if not running(pid)]
-    if exited:
-        listed.write_text(json.dumps([pid for pid in pids if pid not in exited]))
+    # pgserver's own inter-process lock, which guards the list when a process joins or leaves.
+    with getattr(PostgresServer, "_lock", None) or nullcontext():
+        try:
+            pids = [int(p) for p in json.loads(listed.read_text())]
+        except (OSError, ValueError):
+            return []
+        exited = [pid for pid in pids if not running(pid)]
+        if exited:
+            listed.write_text(json.dumps([pid for pid in pids if pid not in exited]))
     return exited
 
 
