@@ -25,7 +25,15 @@ import numpy as np
 from django.conf import settings
 from django.db import connection
 
-from search_app.retrieval import DETAIL_LEVELS, NO_FILTERS, LegHit, _filter_sql, halfvec_rows, hidden_details
+from search_app.retrieval import (
+    DETAIL_LEVELS,
+    NO_FILTERS,
+    LegHit,
+    _filter_sql,
+    halfvec_rows,
+    hidden_details,
+    table_writes,
+)
 from search_app.types import SearchFilters
 
 logger = logging.getLogger(__name__)
@@ -297,18 +305,10 @@ class VectorIndex:
 
 
 def _table_changes(table: str) -> tuple[int, int] | None:
-    """(rows inserted, rows deleted) in the table as PostgreSQL counts them: its statistics, committed
-    (flushed within ~1-10 s of a commit) plus this transaction's own. None where statistics are off."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT current_setting('track_counts') = 'on', "
-            "pg_stat_get_tuples_inserted(c.oid) + pg_stat_get_xact_tuples_inserted(c.oid), "
-            "pg_stat_get_tuples_deleted(c.oid) + pg_stat_get_xact_tuples_deleted(c.oid) "
-            "FROM pg_class c WHERE c.oid = %s::regclass",
-            [table],
-        )
-        on, inserted, deleted = cursor.fetchone()
-    return (int(inserted), int(deleted)) if on else None
+    """(rows inserted, rows deleted) in the table, from ``retrieval.table_writes``: updates do not change
+    which rows an index holds. None where statistics are off."""
+    writes = table_writes([table])
+    return None if writes is None else (writes[0], writes[2])
 
 
 def _on_device(index: Any) -> Any:
