@@ -29,8 +29,8 @@ IIIF_THUMBNAIL_SIZE = "!400,400"
 IIIF_LARGE_SIZE = "!1600,1600"
 
 
-def _iiif(artwork: Artwork, size: str) -> str:
-    return f"{artwork.iiif_url.rstrip('/')}/full/{size}/0/default.jpg"
+def _iiif(iiif_url: str, size: str) -> str:
+    return f"{iiif_url.rstrip('/')}/full/{size}/0/default.jpg"
 
 
 def _displayable(name: str) -> bool:
@@ -60,7 +60,7 @@ def thumbnail_url_of(*, thumbnail: str, working_image: str, iiif_url: str, image
     if working_image:
         return url("working_image", working_image)
     if iiif_url:
-        return f"{iiif_url.rstrip('/')}/full/{IIIF_THUMBNAIL_SIZE}/0/default.jpg"
+        return _iiif(iiif_url, IIIF_THUMBNAIL_SIZE)
     if image and _displayable(image):
         return url("image", image)
     return image_url
@@ -73,7 +73,7 @@ def artwork_large_url(artwork: Artwork) -> str:
     if artwork.image and _displayable(artwork.image.name or ""):
         return str(artwork.image.url)
     if artwork.iiif_url:
-        return _iiif(artwork, IIIF_LARGE_SIZE)
+        return _iiif(artwork.iiif_url, IIIF_LARGE_SIZE)
     if artwork.image_url:
         return artwork.image_url
     return str(artwork.thumbnail.url) if artwork.thumbnail else ""
