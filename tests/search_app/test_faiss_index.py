@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from django.core.management import call_command
@@ -25,6 +27,12 @@ def fresh_indexes(settings, tmp_path, monkeypatch):  # type: ignore[no-untyped-d
     monkeypatch.setattr(faiss_index, "SYNC_IN_BACKGROUND", False)
 
 
+def leg_args(vector: np.ndarray, *, target: str = "artwork", limit: int, **more: Any) -> dict[str, Any]:
+    """The arguments of a FAISS leg (and of the pgvector leg it is compared with) over image vectors."""
+    fixed = {"model_key": MODEL_KEY, "kind": "image"}
+    return {"vector": vector, "target": target, "limit": limit, **fixed, **more}
+
+
 @pytest.fixture
 def artworks():  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(11)
@@ -41,14 +49,7 @@ def test_faiss_matches_the_exact_scan_with_a_minority_filter(artworks) -> None:
     _, centres = artworks
     query = unit(centres[1])
     icons = SearchFilters(classification="Icon")
-    args = {
-        "vector": query,
-        "model_key": MODEL_KEY,
-        "target": "artwork",
-        "kind": "image",
-        "filters": icons,
-        "limit": 20,
-    }
+    args = leg_args(query, limit=20, filters=icons)
 
     from_faiss = faiss_index.faiss_leg(**args)
     from_pg = vector_leg(**args)
@@ -62,7 +63,7 @@ def test_faiss_matches_the_exact_scan_with_a_minority_filter(artworks) -> None:
 
 def test_faiss_index_follows_inserts_and_deletes(artworks) -> None:
     query = unit(np.eye(DIM)[0])
-    args = {"vector": query, "model_key": MODEL_KEY, "target": "artwork", "kind": "image", "limit": 5}
+    args = leg_args(query, limit=5)
     before = faiss_index.faiss_leg(**args)
 
     newcomer = ArtworkFactory()
@@ -93,13 +94,7 @@ def test_detail_levels_and_hidden_details(settings) -> None:
     hidden = DetailFactory(artwork=artwork, level="entity", review_state="hidden")
     for d in (entity, scene, hidden):
         embed_detail(d, np.eye(DIM)[0])
-    args = {
-        "vector": unit(np.eye(DIM)[0]),
-        "model_key": MODEL_KEY,
-        "target": "detail",
-        "kind": "image",
-        "limit": 5,
-    }
+    args = leg_args(unit(np.eye(DIM)[0]), target="detail", limit=5)
     assert {h.detail_id for h in faiss_index.faiss_leg(**args)} == {entity.pk, scene.pk}
     assert [h.detail_id for h in faiss_index.faiss_leg(levels=("scene",), **args)] == [scene.pk]
 
@@ -129,7 +124,7 @@ def test_a_saved_ivf_index_loads_with_its_owners(artworks, settings, monkeypatch
     assert "IVF" in type(vi.index).__name__ and len(vi.owners) == 200
     assert set(vi.owners.artworks.tolist()) == {a.pk for a in artworks[0]}
     query = unit(artworks[1][3])
-    args = {"vector": query, "model_key": MODEL_KEY, "target": "artwork", "kind": "image", "limit": 10}
+    args = leg_args(query, limit=10)
     assert [h.artwork_id for h in faiss_index.faiss_leg(**args)] == [h.artwork_id for h in vector_leg(**args)]
 
 
@@ -150,7 +145,7 @@ def test_sync_reads_nothing_when_the_table_saw_no_insert_or_delete(artworks, mon
 
 def test_hits_are_resolved_from_the_index_not_the_database(artworks, monkeypatch, django_assert_num_queries):
     query = unit(artworks[1][2])
-    args = {"vector": query, "model_key": MODEL_KEY, "target": "artwork", "kind": "image", "limit": 10}
+    args = leg_args(query, limit=10)
     expected = [h.artwork_id for h in vector_leg(**args)]
     faiss_index.faiss_leg(**args)  # builds the index
     monkeypatch.setattr(faiss_index, "SYNC_EVERY_S", 1e9)
@@ -165,13 +160,7 @@ def test_a_detail_hidden_after_the_build_stops_matching(settings) -> None:
     later_hidden = DetailFactory(artwork=artwork, level="entity")
     embed_detail(shown, np.eye(DIM)[1])
     embed_detail(later_hidden, np.eye(DIM)[0])
-    args = {
-        "vector": unit(np.eye(DIM)[0]),
-        "model_key": MODEL_KEY,
-        "target": "detail",
-        "kind": "image",
-        "limit": 5,
-    }
+    args = leg_args(unit(np.eye(DIM)[0]), target="detail", limit=5)
     assert faiss_index.faiss_leg(**args)[0].detail_id == later_hidden.pk
 
     later_hidden.review_state = "hidden"
@@ -183,13 +172,7 @@ def test_an_sq8_index_finds_what_the_exact_scan_finds(artworks, settings, monkey
     monkeypatch.setattr(faiss_index, "IVF_FROM", 100)
     settings.SEARCH = {**settings.SEARCH, "faiss_nprobe": 64, "faiss_codec": "sq8"}
     _, centres = artworks
-    args = {
-        "vector": unit(centres[5]),
-        "model_key": MODEL_KEY,
-        "target": "artwork",
-        "kind": "image",
-        "limit": 20,
-    }
+    args = leg_args(unit(centres[5]), limit=20)
     from_faiss = faiss_index.faiss_leg(**args)
     vi = faiss_index.get_index(target="artwork", model_key=MODEL_KEY, kind="image", dim=DIM)
     assert "ScalarQuantizer" in type(vi.index).__name__
