@@ -106,6 +106,18 @@ class Examples:
     kinds: list[str]  # "box" | "image" | "window"
 
 
+def add_dataset_argument(parser: Any) -> None:
+    """``--dataset`` of the training commands: an art-dev style folder, by default the shared art-dev."""
+    from django.conf import settings
+
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        default=Path(settings.BASE_DIR).parent / "shared" / "datasets" / "art-dev",
+        help="An art-dev style folder (metadata.jsonl with boxes, images/).",
+    )
+
+
 def read_art_dev(dataset: Path) -> list[Picture]:
     pictures = []
     with (dataset / "metadata.jsonl").open() as handle:

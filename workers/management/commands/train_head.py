@@ -19,18 +19,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from workers.inference.offline.embedder import LOCAL_HEAD_NAME
+from workers.inference.offline.training import add_dataset_argument
 
 
 class Command(BaseCommand):
     help = "Train the offline projection head (EfficientNet -> MiniLM space); report held-out metrics."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--dataset",
-            type=Path,
-            default=Path(settings.BASE_DIR).parent / "shared" / "datasets" / "art-dev",
-            help="An art-dev style folder (metadata.jsonl with boxes, images/).",
-        )
+        add_dataset_argument(parser)
         parser.add_argument(
             "--holdout", type=float, default=0.3, help="Fraction of pictures held out (by id hash)."
         )

@@ -20,18 +20,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from workers.inference.offline.detector import LOCAL_LOCALISER_NAME
+from workers.inference.offline.training import add_dataset_argument
 
 
 class Command(BaseCommand):
     help = "Train the offline detector's localiser (which windows sit on a thing); report held-out hits."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--dataset",
-            type=Path,
-            default=Path(settings.BASE_DIR).parent / "shared" / "datasets" / "art-dev",
-            help="An art-dev style folder (metadata.jsonl with boxes, images/).",
-        )
+        add_dataset_argument(parser)
         parser.add_argument(
             "--out", type=Path, default=None, help=f"Default: $SEMART_MODEL_DIR/{LOCAL_LOCALISER_NAME}"
         )
