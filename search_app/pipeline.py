@@ -188,8 +188,12 @@ def first_stage(
             skipped=skipped,
         )
     legs = _run_legs(jobs)
-    # A few more than the depth: present() drops what was deleted since an in-memory index read it.
-    candidates = present(reciprocal_rank_fusion(legs, limit=depth + 8))[:depth]
+    # A few more than the depth: present() drops what was deleted since an in-memory index read it. The
+    # PostgreSQL legs read live rows: with only them, there is nothing to check.
+    fused = reciprocal_rank_fusion(legs, limit=depth + 8)
+    if settings.SEARCH["index"] == "faiss" or _words_in_memory():
+        fused = present(fused)
+    candidates = fused[:depth]
     if like is not None:
         candidates = [c for c in candidates if c.artwork_id != like]
     if exclude and candidates:
