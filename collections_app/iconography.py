@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
@@ -28,7 +29,24 @@ class Subject:
 def _iconclass():  # type: ignore[no-untyped-def]
     import iconclass
 
-    return iconclass.Iconclass()
+    class Iconclass(iconclass.Iconclass):  # type: ignore[misc]
+        """The package's loader marks a language as loaded (``texts[language] = {}``) before reading it, so
+        a second thread asking meanwhile found half the texts and no keywords (``KeyError: 'en'``, seen with
+        the search legs on threads). Here a language loads under a lock and shows once it is complete."""
+
+        _lock = threading.Lock()
+
+        def load(self, language: str) -> None:
+            with self._lock:
+                if language in self.texts:
+                    return
+                loaded = iconclass.Iconclass.__new__(iconclass.Iconclass)
+                loaded.texts, loaded.keywords = {}, {}
+                iconclass.Iconclass.load(loaded, language)
+                self.keywords[language] = loaded.keywords[language]
+                self.texts[language] = loaded.texts[language]
+
+    return Iconclass()
 
 
 def normalise_notation(notation: str) -> str:
