@@ -6,7 +6,9 @@ clean), and uploads kept outside the code tree and served only as what they are.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import logging
 import re
 import secrets
 import subprocess
@@ -18,7 +20,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import ContentFile
-from django.test import Client
+from django.test import AsyncClient, Client
 
 from tests.factories import ArtworkFactory
 
@@ -72,6 +74,34 @@ def test_every_response_carries_the_security_headers(client: Client, url: str) -
     assert response["Referrer-Policy"] == "same-origin"
     assert response["Cross-Origin-Opener-Policy"] == "same-origin"
     assert "camera=()" in response["Permissions-Policy"]
+
+
+@pytest.mark.django_db
+def test_the_headers_and_static_files_are_served_on_the_event_loop_too(settings) -> None:  # type: ignore[no-untyped-def]
+    """Under ASGI (uvicorn) the middleware runs as coroutines; the project's own two are async-capable so
+    that the request stays on the event loop. Same headers, and WhiteNoise still serves static files."""
+    settings.WHITENOISE_USE_FINDERS = True  # read when the client's handler builds its middleware
+    client = AsyncClient()
+
+    for url in ("/", "/api/v1/artworks/"):
+        response = asyncio.run(client.get(url))
+        assert "script-src 'self'" in response["Content-Security-Policy"]
+        assert "camera=()" in response["Permissions-Policy"]
+        assert response["X-Frame-Options"] == "DENY"
+    static = asyncio.run(client.get("/static/semart/css/site.css"))
+    assert static.status_code == 200 and b"".join(static.streaming_content).startswith(b"/* Semart")
+    assert static["Content-Security-Policy"]
+
+
+def test_no_middleware_is_adapted_between_the_event_loop_and_a_thread(settings, caplog) -> None:  # type: ignore[no-untyped-def]
+    """With DEBUG, Django logs each sync-only middleware it wraps for ASGI (a thread hop and back for every
+    request, and every middleware outside it made synchronous)."""
+    from django.core.handlers.asgi import ASGIHandler
+
+    settings.DEBUG = True
+    with caplog.at_level(logging.DEBUG, logger="django.request"):
+        ASGIHandler()
+    assert [r.getMessage() for r in caplog.records if "adapted" in r.getMessage()] == []
 
 
 @pytest.mark.django_db
