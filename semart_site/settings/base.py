@@ -247,9 +247,11 @@ SEARCH = {
     "threshold": env.float("SEARCH_THRESHOLD", default=0.0),
     "index": env("SEARCH_INDEX", default="pgvector"),  # pgvector | faiss
     "faiss_gpu": env.bool("SEARCH_FAISS_GPU", default=False),
-    # FAISS IVF lists searched per query: at 1M details (4,000 lists) 256 gives recall@10 0.98 in ~7 ms,
-    # 128 gives 0.93 in ~4 ms, 32 gives 0.70 (docs/benchmarks.md)
+    # FAISS IVF lists searched per query, for image vectors (crops, whole pictures) and for caption vectors.
+    # At 1M details (4,000 lists, SQ8, 30 Nov): crops 256 -> recall@10 0.967 in 2.1 ms, 192 -> 0.955,
+    # 128 -> 0.92; captions 128 -> 0.975 in 1.2 ms, 256 -> 0.985 in 2.2 ms (docs/benchmarks.md)
     "faiss_nprobe": env.int("SEARCH_FAISS_NPROBE", default=256),
+    "faiss_nprobe_text": env.int("SEARCH_FAISS_NPROBE_TEXT", default=128),
     # how an IVF index (from 50k vectors) stores them: sq8 (a byte a dimension: a quarter of the memory,
     # twice as fast, recall@10 0.967 at 1M crops) or flat (float32, 0.980)
     "faiss_codec": env("SEARCH_FAISS_CODEC", default="sq8"),

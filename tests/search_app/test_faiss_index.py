@@ -184,6 +184,35 @@ def test_an_sq8_index_finds_what_the_exact_scan_finds(artworks, settings, monkey
     )
 
 
+def test_caption_vectors_are_probed_with_their_own_nprobe(settings, monkeypatch) -> None:
+    """Captions reach the crops' recall with fewer lists (docs/benchmarks.md): two settings."""
+    monkeypatch.setattr(faiss_index, "IVF_FROM", 100)
+    settings.SEARCH = {**settings.SEARCH, "faiss_nprobe": 9, "faiss_nprobe_text": 5}
+    rng = np.random.default_rng(3)
+    for _ in range(120):
+        detail = DetailFactory(level="entity")
+        embed_detail(detail, rng.standard_normal(DIM), kind="image")
+        embed_detail(detail, rng.standard_normal(DIM), kind="text")
+    faiss = faiss_index._faiss()
+    probed: list[tuple[str, int]] = []
+
+    def spy(*, kind: str):  # type: ignore[no-untyped-def]
+        def params(**kwargs):  # type: ignore[no-untyped-def]
+            probed.append((kind, kwargs["nprobe"]))
+            return real(**kwargs)
+
+        return params
+
+    real = faiss.SearchParametersIVF
+    for kind in ("image", "text"):
+        monkeypatch.setattr(faiss, "SearchParametersIVF", spy(kind=kind))
+        hits = faiss_index.faiss_leg(
+            **leg_args(unit(rng.standard_normal(DIM)), target="detail", limit=5, kind=kind)
+        )
+        assert len(hits) == 5
+    assert probed == [("image", 9), ("text", 5)]
+
+
 def test_a_saved_index_of_another_codec_is_built_again(artworks, settings, monkeypatch) -> None:
     monkeypatch.setattr(faiss_index, "IVF_FROM", 100)
     settings.SEARCH = {**settings.SEARCH, "faiss_codec": "flat"}
