@@ -221,7 +221,10 @@ def test_an_empty_catalogue_builds_an_index_that_finds_nothing() -> None:
 def test_upkeep_reads_nothing_while_no_watched_table_is_written(monkeypatch) -> None:
     ArtworkFactory(title="A unicorn")
     index = text_index.rebuild_and_save()
+    assert index.vocabulary is None
     text_index.upkeep_once(index)  # records the tables' write counters
+    assert index.vocabulary is not None, "the misspelling table is built here, not in a visitor's query"
+    assert index.vocabulary.closest("unicorm") == "unicorn"
     syncs = []
     monkeypatch.setattr(text_index.WordIndex, "sync", lambda self: syncs.append(1) or 0)
     text_index.upkeep_once(index)
