@@ -478,7 +478,10 @@ def _stage_from_cache(raw: dict[str, Any]) -> tuple[FirstStage, dict[str, Any] |
 
 
 def _stage_to_cache(stage: FirstStage, rerank: dict[str, Any] | None) -> dict[str, Any]:
-    return {"candidates": [dataclasses.asdict(c) for c in stage.candidates], "rerank": rerank}
+    # A shallow copy per candidate (its one nested field is a flat dict): ``dataclasses.asdict``, which
+    # deep-copies recursively, took 0.5 ms for 64 candidates, in every search.
+    candidates = [{**vars(c), "legs": dict(c.legs)} for c in stage.candidates]
+    return {"candidates": candidates, "rerank": rerank}
 
 
 async def search(query: SearchQuery, *, request_key: str | None = None) -> SearchResponse:

@@ -90,6 +90,26 @@ def test_pages_do_not_overlap_and_say_when_there_is_more(catalogue) -> None:
     assert not {h.artwork_id for h in first.hits} & {h.artwork_id for h in second.hits}
 
 
+def test_a_remembered_ranking_comes_back_as_it_was_and_apart_from_the_original() -> None:
+    from search_app.fusion import Candidate
+    from search_app.pipeline import FirstStage, _stage_from_cache, _stage_to_cache
+
+    stage = FirstStage(
+        candidates=[
+            Candidate(artwork_id=7, fused=0.5, detail_id=70, best_detail_rank=2, legs={"vector": 0.4}),
+            Candidate(artwork_id=8, fused=0.3, legs={"lexical": 2.5}, excluded=True),
+        ]
+    )
+    raw = _stage_to_cache(stage, {"scores": {"7": 0.9}})
+    stage.candidates[0].legs["lexical"] = 1.0  # the search goes on with its own candidates
+    back, rerank = _stage_from_cache(raw)
+    assert back.candidates == [
+        Candidate(artwork_id=7, fused=0.5, detail_id=70, best_detail_rank=2, legs={"vector": 0.4}),
+        Candidate(artwork_id=8, fused=0.3, legs={"lexical": 2.5}, excluded=True),
+    ]
+    assert rerank == {"scores": {"7": 0.9}}
+
+
 @pytest.mark.django_db
 def test_threshold_cuts_weak_hits(catalogue) -> None:
     everything = search_sync(SearchQuery(text="angel", rerank=False, threshold=0.0), in_process=True)
