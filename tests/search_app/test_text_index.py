@@ -234,7 +234,9 @@ def test_upkeep_reads_nothing_while_no_watched_table_is_written(monkeypatch) -> 
     assert syncs == [1], "a write moves the counters: the changed artworks are read"
 
 
-@pytest.mark.parametrize("values", ["distinct", "ties", "few_positive"])
+@pytest.mark.parametrize(
+    "values", ["distinct", "ties", "few_positive", "negated", "clustered", "fewer_than_k"]
+)
 def test_top_positions_over_many_scores_equals_a_full_sort(values: str) -> None:
     rng = np.random.default_rng(3)
     n, k = 300_000, 512  # enough positive scores for the sampled bound
@@ -242,8 +244,16 @@ def test_top_positions_over_many_scores_equals_a_full_sort(values: str) -> None:
         scores = rng.random(n).astype(np.float32)
     elif values == "ties":
         scores = rng.integers(1, 4, n).astype(np.float32)  # three values: the bound keeps every tie
-    else:
+    elif values == "few_positive":
         scores = np.where(rng.random(n) < 0.05, rng.random(n), 0.0).astype(np.float32)
+    elif values == "negated":  # a negated word's documents are -inf
+        scores = np.where(rng.random(n) < 0.3, -np.inf, rng.random(n)).astype(np.float32)
+    elif values == "clustered":  # every positive score where a strided sample barely looks
+        scores = np.zeros(n, dtype=np.float32)
+        scores[-k * 2 :] = rng.random(k * 2)
+    else:  # fewer positive scores than asked
+        scores = np.zeros(n, dtype=np.float32)
+        scores[rng.choice(n, k // 2, replace=False)] = rng.random(k // 2)
     positive = np.flatnonzero(scores > 0)
     expected = positive[np.lexsort((positive, -scores[positive]))][:k]
     assert top_positions(scores, k).tolist() == expected.tolist()
