@@ -128,6 +128,23 @@ def test_a_saved_ivf_index_loads_with_its_owners(artworks, settings, monkeypatch
     assert [h.artwork_id for h in faiss_index.faiss_leg(**args)] == [h.artwork_id for h in vector_leg(**args)]
 
 
+def test_a_loaded_index_reads_every_id_only_when_its_count_says_rows_went(artworks, monkeypatch) -> None:
+    """A web process that has just started must not stall its first searches comparing a million ids:
+    its first sync reads the rows above the highest it holds, and all of them only when rows went."""
+    call_command("search_index", "rebuild", "--only", "faiss")
+    faiss_index._indexes.clear()
+    reads: list[str] = []
+    read = faiss_index._id_column
+    monkeypatch.setattr(faiss_index, "_id_column", lambda sql, params: reads.append(sql) or read(sql, params))
+    vi = faiss_index.get_index(target="artwork", model_key=MODEL_KEY, kind="image", dim=DIM)  # loads, syncs
+    assert len(reads) == 1 and "id >" in reads[0], "only the rows written since the save"
+    gone = artworks[0][5].pk
+    artworks[0][5].delete()
+    vi.sync()
+    assert "id >" not in reads[-1], "a row went: every id is compared"
+    assert gone not in vi.owners.artworks.tolist() and len(vi.owners) == 199
+
+
 def test_sync_reads_nothing_when_the_table_saw_no_insert_or_delete(artworks, monkeypatch) -> None:
     vi = faiss_index.get_index(target="artwork", model_key=MODEL_KEY, kind="image", dim=DIM)
     vi.sync()  # records the table's counters
