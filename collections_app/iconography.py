@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 
+from semart_site.long_lived import settle
+
 LANGUAGES = ("en", "de", "fr", "it", "pt", "jp")
 _WIKIDATA = re.compile(r"\(wd:Q[0-9]+\)")
 
@@ -45,8 +47,11 @@ def _iconclass():  # type: ignore[no-untyped-def]
                 iconclass.Iconclass.load(loaded, language)
                 self.keywords[language] = loaded.keywords[language]
                 self.texts[language] = loaded.texts[language]
+            settle()
 
-    return Iconclass()
+    ic = Iconclass()
+    settle()  # the whole system, ~280k objects, never garbage
+    return ic
 
 
 def normalise_notation(notation: str) -> str:

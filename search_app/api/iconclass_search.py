@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from collections_app.iconography import _iconclass, subject
+from semart_site.long_lived import settle
 
 _WORD = re.compile(r"[\w']+")
 _STOPWORDS = frozenset(
@@ -49,7 +50,9 @@ def _index() -> _Index:
     for entry in entries:
         starts.append(pos)
         pos += len(entry.haystack) + 1
-    return _Index(tuple(entries), "\n".join(e.haystack for e in entries), tuple(starts))
+    index = _Index(tuple(entries), "\n".join(e.haystack for e in entries), tuple(starts))
+    settle()  # ~40k entries, each with its word set: kept for the process's life
+    return index
 
 
 def iconclass_search(*, text: str, limit: int = 20) -> list[str]:
