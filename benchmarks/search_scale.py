@@ -414,15 +414,24 @@ def services(env: dict[str, str]) -> Iterator[str]:
             process.wait(timeout=30)
 
 
-def api_latency(address: str, key: str, texts: list[str], *, rerank: bool, warmup: int) -> dict[str, Any]:
+def api_latency(
+    address: str, key: str, texts: list[str], *, rerank: bool, warmup: int, warmup_s: float
+) -> dict[str, Any]:
+    """Warm: the first ``warmup`` texts, again and again until ``warmup_s`` have passed, so that the web
+    process's start-up work (loading the indexes, their first syncs on background threads, the pool's
+    connections) is over; then every text once, timed."""
     import httpx
 
     url = f"http://{address}/api/v1/search/"
     headers = {"Authorization": f"Api-Key {key}"}
     wall, server, degraded, errors = [], {"candidates": [], "rerank": [], "total": []}, 0, 0
     with httpx.Client(headers=headers, timeout=60) as client:  # keep-alive: one connection reused
-        for text in texts[:warmup]:
-            client.get(url, params={"q": text, "rerank": str(rerank).lower()})
+        warm_until = time.monotonic() + warmup_s
+        while True:
+            for text in texts[:warmup]:
+                client.get(url, params={"q": text, "rerank": str(rerank).lower()})
+            if time.monotonic() >= warm_until:
+                break
         for text in texts:
             t = time.perf_counter()
             response = client.get(url, params={"q": text, "rerank": str(rerank).lower()})
@@ -605,6 +614,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument(
+        "--warmup-s", type=float, default=5.0, help="and repeat them at least this long (start-up syncs)"
+    )
+    parser.add_argument(
         "--api-queries", type=int, default=None, help="fewer API queries (default: --queries)"
     )
     parser.add_argument("--rerank-queries", type=int, default=50, help="in-process rerank runs")
@@ -673,7 +685,9 @@ def main() -> None:
         with services(env) as address:
             if "api" in args.parts:
                 for name, rerank in (("api_first_stage", False), ("api_with_rerank", True)):
-                    result[name] = api_latency(address, key, api_texts, rerank=rerank, warmup=args.warmup)
+                    result[name] = api_latency(
+                        address, key, api_texts, rerank=rerank, warmup=args.warmup, warmup_s=args.warmup_s
+                    )
                     print(
                         f"{args.label}: {name} {result[name]['end_to_end_ms']}", file=sys.stderr, flush=True
                     )
