@@ -9,9 +9,11 @@ Run it on an instance with the set imported and processed (docs/evaluation.md). 
 evaluate`` it looks at every relevant picture, not only those the search ranks in its top 10: it measures
 the choice of region, not the ranking.
 
-Rules compared: ``most_confident`` (what the site shows: ``reranking.named_detail``), ``closest_to_query``
-(the detail whose crop vector is nearest the query's), ``best_of_label`` (an oracle: any detail with the
-label named hits) and ``best_of_all`` (an oracle over every detail of the picture).
+Rules compared: ``most_confident`` (what the site shows: ``reranking.named_detail``), ``consensus`` (the
+detail with the label that the label's other details overlap most, weighted by their confidence),
+``largest`` and ``smallest`` (by area), ``closest_to_query`` (the detail whose crop vector is nearest the
+query's), ``best_of_label`` (an oracle: any detail with the label named hits) and ``best_of_all`` (an
+oracle over every detail of the picture).
 """
 
 from __future__ import annotations
@@ -30,7 +32,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "semart_site.settings.local")
 
-RULES = ("most_confident", "closest_to_query", "best_of_label", "best_of_all")
+RULES = (
+    "most_confident",
+    "consensus",
+    "largest",
+    "smallest",
+    "closest_to_query",
+    "best_of_label",
+    "best_of_all",
+)
 
 
 def main() -> None:
@@ -97,6 +107,15 @@ def main() -> None:
             chosen = named_detail(query["query"], [(d[0], d[1], float(d[2])) for d in details])
             shown = next(d for d in named if d[0] == chosen)
             split["most_confident"] += hits(shown)
+
+            def support(d: tuple[Any, ...], named: list[tuple[Any, ...]] = named) -> float:
+                return sum(
+                    float(e[2]) * iou((d[3], d[4], d[5], d[6]), (e[3], e[4], e[5], e[6])) for e in named
+                )
+
+            split["consensus"] += hits(max(named, key=lambda d: (support(d), -d[0])))
+            split["largest"] += hits(max(named, key=lambda d: (d[5] * d[6], -d[0])))
+            split["smallest"] += hits(min(named, key=lambda d: (d[5] * d[6], d[0])))
             per_query[query["qid"]]["most_confident"] += hits(shown)
             split["best_of_label"] += any(hits(d) for d in named)
             rows = DetailEmbedding.objects.filter(
