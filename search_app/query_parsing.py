@@ -14,7 +14,7 @@ from django.conf import settings
 from search_app.types import LEVELS, SearchFilters, SearchQuery
 
 # "-blue", -"blue sky"
-_MINUS = re.compile(r'(?:(?<=\s)|^)-(?:"([^"]+)"|([^\s"]+))')
+_MINUS = re.compile(r'(?:(?<=\s)|^)-(?:"([^"]+)"|([^\s"-][^\s"]*))')
 # "but no blue", "and not red", "with no halo", "without a halo", "except the sky", "excluding gold"
 _NEGATION = re.compile(
     r"(?:,\s*|\s+|^)(?:(?:but|and|with)\s+(?:no|not)|without|except|excluding)\s+"
@@ -22,6 +22,10 @@ _NEGATION = re.compile(
     re.IGNORECASE,
 )
 _ARTICLE = re.compile(r"^(?:a|an|the|any)\s+", re.IGNORECASE)
+# A dash standing alone, as catalogue titles are written ("A Lady Reading - Art Institute of Chicago"):
+# punctuation, not "-word". PostgreSQL's websearch syntax, which the word legs read, would take it as
+# excluding the next word, so a pasted title missed its own artwork.
+_LONE_DASH = re.compile(r"(?:(?<=\s)|^)-+(?=\s|$)")
 
 
 class QueryError(ValueError):
@@ -48,6 +52,7 @@ def parse_query_text(raw: str) -> tuple[str, tuple[str, ...]]:
         return " "
 
     text = _NEGATION.sub(take_negation, text)
+    text = _LONE_DASH.sub(" ", text)
     cleaned: list[str] = []
     for phrase in exclusions:
         phrase = _ARTICLE.sub("", phrase.strip(" \"'")).strip()

@@ -16,6 +16,8 @@ from search_app.query_parsing import QueryError, parse_query_text, query_from_pa
         ("Saint Jerome with a lion", ("Saint Jerome with a lion", ())),
         ("no-nonsense portrait", ("no-nonsense portrait", ())),
         ("self-portrait", ("self-portrait", ())),
+        ("A Lady Reading - Art Institute of Chicago", ("A Lady Reading Art Institute of Chicago", ())),
+        ("angel -- gold -blue", ("angel gold", ("blue",))),
         ("  ", ("", ())),
     ],
 )

@@ -9,6 +9,7 @@ from django.db import connection, transaction
 from collections_app.vector_indexes import ensure_hnsw_index, index_name
 from search_app.fusion import reciprocal_rank_fusion
 from search_app.iconclass_expansion import expand_query, forget_catalogue_notations
+from search_app.query_parsing import parse_query_text
 from search_app.retrieval import iconclass_leg, lexical_leg, set_hnsw_scan, vector_leg, vector_leg_sql
 from search_app.types import SearchFilters
 from tests.factories import ArtistFactory, ArtworkFactory, DetailFactory
@@ -149,6 +150,15 @@ def test_lexical_leg_finds_titles_descriptions_artists_and_labels() -> None:
     assert lexical_leg(text="Jerome", level="entity", limit=10) == []
     # A misspelt name finds nothing as words and falls back to trigrams.
     assert [h.artwork_id for h in lexical_leg(text="Jerom studdy", limit=10)] == [jerome.pk]
+
+
+def test_a_pasted_title_with_a_lone_dash_finds_its_own_artwork() -> None:
+    """PostgreSQL's websearch syntax reads " - Art" as "not art": the parsed text has no lone dash."""
+    lady = ArtworkFactory(title="A Lady Reading - Art Institute of Chicago")
+    ArtworkFactory(title="A Lady Reading, Institute of Chicago")  # every word but "art"
+    text, exclude = parse_query_text("A Lady Reading - Art Institute of Chicago")
+    assert exclude == ()
+    assert [h.artwork_id for h in lexical_leg(text=text, limit=10)] == [lady.pk]
 
 
 def test_lexical_leg_reads_iconclass_texts_of_the_artworks_notations() -> None:
