@@ -52,6 +52,21 @@ def resolve_checkpoint(*, option: Any, env_var: str, default: str, model_dir: Pa
     return name
 
 
+def checkpoint_settings(backend: Any) -> tuple[dict[str, Any], str]:
+    """A production backend's options (those it was built with, over ``SEMART_<NAME>_OPTIONS``) and its
+    checkpoint (its option, ``SEMART_<NAME>_CHECKPOINT``, its default), from the ``env_var`` and
+    ``default_checkpoint`` its class names: the registry builds backends from settings with device and
+    model folder only, so settings reach the options this way."""
+    options = options_from_env(backend.env_var.replace("_CHECKPOINT", "_OPTIONS"), backend.options)
+    checkpoint = resolve_checkpoint(
+        option=options.get("checkpoint"),
+        env_var=backend.env_var,
+        default=backend.default_checkpoint,
+        model_dir=backend.model_dir,
+    )
+    return options, checkpoint
+
+
 def checkpoint_version(checkpoint: str) -> str:
     """The weights' name for ``model_key``: the last path component, so a mirrored folder and its hub id
     tag vectors the same way, and two different checkpoints never do."""

@@ -13,11 +13,10 @@ import numpy as np
 from workers.inference.base import Embedder
 from workers.inference.production.checkpoints import (
     batches,
+    checkpoint_settings,
     checkpoint_version,
     from_pretrained,
     model_from_pretrained,
-    options_from_env,
-    resolve_checkpoint,
     torch_device_and_dtype,
 )
 
@@ -33,14 +32,7 @@ class _DualEncoderEmbedder(Embedder):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # SEMART_<NAME>_OPTIONS (JSON) beside SEMART_<NAME>_CHECKPOINT: settings reach options this way.
-        self.options = options_from_env(self.env_var.replace("_CHECKPOINT", "_OPTIONS"), self.options)
-        self.checkpoint = resolve_checkpoint(
-            option=self.options.get("checkpoint"),
-            env_var=self.env_var,
-            default=self.default_checkpoint,
-            model_dir=self.model_dir,
-        )
+        self.options, self.checkpoint = checkpoint_settings(self)
         self.version = checkpoint_version(self.checkpoint)
         self.batch_size = int(self.options.get("batch_size", type(self).batch_size))
 

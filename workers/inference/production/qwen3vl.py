@@ -26,11 +26,10 @@ import numpy as np
 from workers.inference.base import Embedder, RerankCandidate, Reranker
 from workers.inference.production.checkpoints import (
     batches,
+    checkpoint_settings,
     checkpoint_version,
     from_pretrained,
     model_from_pretrained,
-    options_from_env,
-    resolve_checkpoint,
     torch_device_and_dtype,
 )
 
@@ -80,14 +79,7 @@ class _Qwen3VLBackend:
     model_dir: Any
 
     def _configure(self) -> None:
-        # SEMART_<NAME>_OPTIONS (JSON) beside SEMART_<NAME>_CHECKPOINT: settings reach options this way.
-        self.options = options_from_env(self.env_var.replace("_CHECKPOINT", "_OPTIONS"), self.options)
-        self.checkpoint = resolve_checkpoint(
-            option=self.options.get("checkpoint"),
-            env_var=self.env_var,
-            default=self.default_checkpoint,
-            model_dir=self.model_dir,
-        )
+        self.options, self.checkpoint = checkpoint_settings(self)
         self.min_pixels = int(self.options.get("min_pixels", MIN_PIXELS))
         self.max_pixels = int(self.options.get("max_pixels", MAX_PIXELS))
         self.max_text_chars = int(self.options.get("max_text_chars", 4000))

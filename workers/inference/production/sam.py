@@ -17,11 +17,10 @@ import numpy as np
 
 from workers.inference.base import Detector, Region
 from workers.inference.production.checkpoints import (
+    checkpoint_settings,
     checkpoint_version,
     from_pretrained,
     model_from_pretrained,
-    options_from_env,
-    resolve_checkpoint,
     torch_device_and_dtype,
 )
 
@@ -44,14 +43,7 @@ class SamDetector(Detector):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # SEMART_<NAME>_OPTIONS (JSON) beside SEMART_<NAME>_CHECKPOINT: settings reach options this way.
-        self.options = options_from_env(self.env_var.replace("_CHECKPOINT", "_OPTIONS"), self.options)
-        self.checkpoint = resolve_checkpoint(
-            option=self.options.get("checkpoint"),
-            env_var=self.env_var,
-            default=self.default_checkpoint,
-            model_dir=self.model_dir,
-        )
+        self.options, self.checkpoint = checkpoint_settings(self)
         self.version = checkpoint_version(self.checkpoint)
         self.points_per_side = int(self.options.get("points_per_side", 16))
         self.points_per_batch = int(self.options.get("points_per_batch", 32))
