@@ -238,7 +238,11 @@ class ArtworkEmbedding(EmbeddingBase):
         constraints = [
             models.UniqueConstraint(fields=["artwork", "model_key", "kind"], name="artwork_embedding_unique"),
         ]
-        indexes = [models.Index(fields=["model_key", "kind"], name="artwork_embedding_model")]
+        indexes = [
+            models.Index(fields=["model_key", "kind"], name="artwork_embedding_model"),
+            # The ids of one model's vectors, read from the index alone (FAISS's syncs count and list them).
+            models.Index(fields=["model_key", "kind", "dim", "id"], name="artwork_embedding_ids"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} vector of artwork {self.artwork_id} ({self.model_key})"
@@ -254,7 +258,11 @@ class DetailEmbedding(EmbeddingBase):
         constraints = [
             models.UniqueConstraint(fields=["detail", "model_key", "kind"], name="detail_embedding_unique"),
         ]
-        indexes = [models.Index(fields=["model_key", "kind", "level"], name="detail_embedding_model")]
+        indexes = [
+            models.Index(fields=["model_key", "kind", "level"], name="detail_embedding_model"),
+            # The ids of one model's vectors, read from the index alone (FAISS's syncs count and list them).
+            models.Index(fields=["model_key", "kind", "dim", "id"], name="detail_embedding_ids"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} vector of detail {self.detail_id} ({self.model_key})"
