@@ -452,10 +452,8 @@ def _first_stage_and_page(
     t = time.perf_counter()
     stage = first_stage(query, text=text, exclude=exclude, vector=vector, model_key=model_key)
     timings["candidates"] = _ms(t)
-    page = assemble(query, stage, rerank=None)
-    if remember_as is not None and not stage.skipped:
-        _remember(remember_as, stage, None)
-    return stage, page
+    cache_key = remember_as if not stage.skipped else None
+    return stage, _page_and_remember(query, stage, rerank=None, cache_key=cache_key)
 
 
 def _page_and_remember(
