@@ -782,15 +782,15 @@ def _upkeep(index: WordIndex) -> None:
 
 def upkeep_once(index: WordIndex) -> None:
     global _index
-    index.ensure_vocabulary()
     saved = WordIndex.saved_at()
     if saved is not None and saved > index.built_at:  # `search_index rebuild`, or another process
         fresh = WordIndex.load()
         if fresh is not None:
-            fresh.ensure_vocabulary()
+            fresh.ensure_vocabulary()  # before searches see it
             with _state_lock:
                 _index = fresh
             index = fresh
+    index.ensure_vocabulary()  # once, for the index kept (a no-op for a fresh one)
     writes = table_writes(WATCHED_TABLES)
     if writes is not None and writes == index.synced_writes:
         return  # nothing written since the last sync: its delta stands
