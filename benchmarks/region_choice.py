@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "semart_site.settings.local")
 
+from workers.inference.offline.training import add_dataset_argument  # noqa: E402 (after the path)
+
 RULES = (
     "most_confident",
     "consensus",
@@ -45,7 +47,7 @@ RULES = (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "datasets" / "art-dev")
+    add_dataset_argument(parser)
     args = parser.parse_args()
 
     import django
