@@ -7,7 +7,7 @@
 It learns from the pictures the active projection head was trained on, and reports region hit on the
 head's held-out pictures (never seen by either). A localiser written to $SEMART_MODEL_DIR is used by this
 installation's detector in place of the shipped one; its version is part of the detector's model_key, so
-the pipeline finds the details again.
+the pipeline finds the details again. ``--loss`` chooses how it learns (docs/models.md compares the two).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from workers.inference.offline import localiser
 from workers.inference.offline.detector import LOCAL_LOCALISER_NAME
 from workers.inference.offline.training import add_dataset_argument
 
@@ -31,11 +32,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--out", type=Path, default=None, help=f"Default: $SEMART_MODEL_DIR/{LOCAL_LOCALISER_NAME}"
         )
+        parser.add_argument(
+            "--loss",
+            choices=localiser.LOSSES,
+            default="pointwise",
+            help="pointwise (the shipped localiser) or listwise: its top window hits more often, but on "
+            "art-dev the search ranked worse with its windows (docs/models.md).",
+        )
         parser.add_argument("--steps", type=int, default=300, help="Optimiser steps.")
         parser.add_argument("--limit", type=int, default=None, help="Use only N pictures (quick runs).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from workers.inference.offline import localiser
         from workers.inference.offline.training import read_art_dev
         from workers.inference.registry import get_embedder
 
@@ -66,6 +73,7 @@ class Command(BaseCommand):
             localiser.window_set(train, head, phrases, progress=progress),
             phrases,
             head_version=head.version,
+            loss=options["loss"],
             steps=options["steps"],
         )
         fitted.train_ids = [p.id for p in train]
