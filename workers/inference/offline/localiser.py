@@ -269,7 +269,7 @@ def fit(
             "l2": l2,
             "positive_iou": POSITIVE_IOU,
             "negative_iou": NEGATIVE_IOU,
-        },  # fmt: skip
+        },
     )
 
 
