@@ -299,11 +299,26 @@ def test_fit_learns_tight_windows_from_their_features(loss: str) -> None:
     fitted = fit(data, ["halo"], head_version="h", loss=loss, steps=150)
     assert fitted.phrases == ["halo"]
     assert region_hit(fitted, data)["localiser"] > 0.9
-    # Probabilities: tight windows are likely, the others not; for listwise, the calibration gives the
-    # nearly separable data a steep but finite slope (plain Newton ran a bias to 1e10 on art-dev).
+    # Probabilities (for listwise, after its calibration): tight windows are likely, the others not.
     probability = fitted.probabilities(data.features, np.full((n, 1), 0.5), data.windows)[:, 0]
     assert np.isfinite(fitted.weight).all() and np.isfinite(fitted.bias).all()
     assert probability[tight].mean() > 0.7 and probability[~tight].mean() < 0.3
+
+
+def test_calibration_keeps_the_order_and_stays_finite_on_separable_and_constant_scores() -> None:
+    from workers.inference.offline.localiser import _platt
+
+    rng = np.random.default_rng(0)
+    raw = np.r_[rng.normal(0, 1, 2000), rng.normal(8, 0.5, 40)].astype(np.float32)
+    positive = np.r_[np.zeros(2000), np.ones(40)].astype(bool)
+    slope, bias = _platt(raw, positive)
+    probability = 1 / (1 + np.exp(-(slope * raw + bias)))
+    assert 0 < slope < 5 and np.isfinite(bias), (slope, bias)  # steep, not running away (plain Newton: 8.7)
+    assert probability[positive].min() > 0.9 and probability[~positive].mean() < 0.05
+    # A score that says nothing: a finite fit, every window at the same probability.
+    slope, bias = _platt(np.full(100, 3.0, np.float32), np.r_[np.zeros(90), np.ones(10)].astype(bool))
+    flat = 1 / (1 + np.exp(-(slope * 3.0 + bias)))
+    assert np.isfinite(slope) and np.isfinite(bias) and 0.2 < flat < 0.8
 
 
 @pytest.mark.parametrize("loss", ["pointwise", "listwise"])
