@@ -45,7 +45,7 @@ def select(args: argparse.Namespace, head: Any, pictures: list[Any]) -> dict[str
     trained = [p for p in pictures if p.id in set(head.train_ids)]
     fit_on = [p for p in trained if not scoring_quarter(p.id)]
     scored = [p for p in trained if scoring_quarter(p.id)]
-    phrases = [p for p, d in zip(head.phrases, head.detector_labels, strict=True) if d]
+    phrases = head.detector_phrases
     fit_set = localiser.window_set(fit_on, head, phrases)
     scored_set = localiser.window_set(scored, head, phrases)
     results: dict[str, Any] = {"fit_pictures": len(fit_on), "scored_pictures": len(scored)}
@@ -54,21 +54,14 @@ def select(args: argparse.Namespace, head: Any, pictures: list[Any]) -> dict[str
             fitted = localiser.fit(
                 fit_set, phrases, head_version=head.version, loss=loss, l2=l2, steps=args.steps
             )
-            columns = [phrases.index(p) for p in fitted.phrases]  # the phrases it kept
-            only_kept = localiser.WindowSet(
-                features=scored_set.features,
-                contains=scored_set.contains[:, columns],
-                windows=scored_set.windows,
-                best_iou=scored_set.best_iou[:, columns],
-                picture_of=scored_set.picture_of,
-            )
+            only_kept = scored_set.subset(columns=[phrases.index(p) for p in fitted.phrases])
             results[f"{loss}_l2_{l2}"] = localiser.region_hit(fitted, only_kept)
     return results
 
 
 def kept(args: argparse.Namespace, head: Any, pictures: list[Any]) -> dict[str, Any]:
     from workers.inference.offline import localiser
-    from workers.inference.offline.detector import OfflineDetector, nms
+    from workers.inference.offline.detector import OfflineDetector
 
     detector = OfflineDetector(device="cpu")  # only its settings are read
     results: dict[str, Any] = {}
@@ -85,26 +78,12 @@ def kept(args: argparse.Namespace, head: Any, pictures: list[Any]) -> dict[str, 
             placed = 1 / (1 + np.exp(-model._logits(data.features[rows], data.contains[rows], windows)))
             present = 1 / (1 + np.exp(-data.contains[rows]))
             size_of = _slid_sides(windows)
-            count = 0
-            for j in np.flatnonzero(present.max(axis=0) >= detector.threshold):
-                members = np.flatnonzero(placed[:, j] >= detector.localiser_threshold)
-                if not len(members):
-                    continue
-                chosen = members[nms(windows[members], placed[members, j], detector.nms_iou)][
-                    : detector.per_phrase
-                ]
-                kept_sides.update(size_of[i] for i in chosen)
-                top_sides[size_of[chosen[0]]] += 1
-                count += len(chosen)
-            counts.append(count)
-        rows = held[data.picture_of]
-        held_set = localiser.WindowSet(
-            features=data.features[rows],
-            contains=data.contains[rows],
-            windows=data.windows[rows],
-            best_iou=data.best_iou[rows],
-            picture_of=data.picture_of[rows],
-        )
+            chosen = detector.chosen_windows(present, placed, windows)
+            for _, kept_rows in chosen:
+                kept_sides.update(size_of[i] for i in kept_rows)
+                top_sides[size_of[kept_rows[0]]] += 1
+            counts.append(sum(len(kept_rows) for _, kept_rows in chosen))
+        held_set = data.subset(rows=held[data.picture_of])
         results[str(path)] = {
             "version": model.version,
             "loss": model.metadata.get("loss", "pointwise"),

@@ -215,7 +215,7 @@ class OfflineDetector(Detector):
         windows = sliding_windows(*image.size)
         vectors = head.project(embedder.region_features(image, windows))
         scores = head.label_scores(vectors)[:, head.detector_labels]
-        labels = [p for p, d in zip(head.phrases, head.detector_labels, strict=True) if d]
+        labels = head.detector_phrases
         best = scores.argmax(axis=1)
         best_score = scores[np.arange(len(windows)), best]
         regions = []
@@ -237,34 +237,36 @@ class OfflineDetector(Detector):
         return regions
 
     def _localised_regions(self, image: Image, localiser: Localiser) -> list[Region]:
-        """What is there, as before: a phrase counts when the head finds it in some window (``threshold``).
-        Where: that phrase's windows the localiser places on such a thing (``localiser_threshold``), best
-        first, near-duplicates suppressed, at most ``per_phrase``."""
         windows = sliding_windows(*image.size, sides=LOCALISER_WINDOW_SIDES)
         features = self.embedder.region_features(image, windows)
         contains = localiser.head_scores(features, self.embedder.head)
         placed = localiser.probabilities(features, contains, np.asarray(windows))
-        boxes = np.asarray(windows)
-        regions = []
+        return [
+            Region(
+                box=windows[i],
+                label=localiser.phrases[j],
+                confidence=float(placed[i, j]),
+                source="window",
+                attributes={"localiser": localiser.version, "contains": round(float(contains[i, j]), 3)},
+            )
+            for j, chosen in self.chosen_windows(contains, placed, np.asarray(windows))
+            for i in chosen
+        ]
+
+    def chosen_windows(
+        self, contains: np.ndarray, placed: np.ndarray, boxes: np.ndarray
+    ) -> list[tuple[int, list[int]]]:
+        """Per phrase (column), the windows (rows) kept, best first. What is there, as before: a phrase
+        counts when the head finds it in some window (``contains`` >= ``threshold``). Where: that phrase's
+        windows the localiser places on such a thing (``placed`` >= ``localiser_threshold``), best first,
+        near-duplicates suppressed, at most ``per_phrase``. (benchmarks/localiser_losses.py replays it.)"""
+        out = []
         for j in np.flatnonzero(contains.max(axis=0) >= self.threshold):
             members = np.flatnonzero(placed[:, j] >= self.localiser_threshold)
-            if not len(members):
-                continue
-            for k in nms(boxes[members], placed[members, j], self.nms_iou)[: self.per_phrase]:
-                i = members[k]
-                regions.append(
-                    Region(
-                        box=windows[i],
-                        label=localiser.phrases[j],
-                        confidence=float(placed[i, j]),
-                        source="window",
-                        attributes={
-                            "localiser": localiser.version,
-                            "contains": round(float(contains[i, j]), 3),
-                        },
-                    )
-                )
-        return regions
+            if len(members):
+                kept = nms(boxes[members], placed[members, j], self.nms_iou)[: self.per_phrase]
+                out.append((int(j), [int(members[k]) for k in kept]))
+        return out
 
 
 def _clip_box(x1: float, y1: float, x2: float, y2: float) -> Box | None:

@@ -42,6 +42,11 @@ class ProjectionHead:
     )
 
     @property
+    def detector_phrases(self) -> list[str]:
+        """The phrases the detector may name a region with, in the head's order."""
+        return [p for p, d in zip(self.phrases, self.detector_labels, strict=True) if d]
+
+    @property
     def version(self) -> str:
         """A short digest of the weights: a retrained head is a new model version. Remembered (hashing the
         1 MB of weights took ~3 ms, and every search asks for the model key) until the weights, scale,

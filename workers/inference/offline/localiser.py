@@ -153,6 +153,18 @@ class WindowSet:
     best_iou: np.ndarray  # (n, n_phrases)
     picture_of: np.ndarray  # (n,) index into the pictures
 
+    def subset(
+        self, rows: np.ndarray | slice = slice(None), columns: list[int] | slice = slice(None)
+    ) -> WindowSet:
+        """These windows (rows) and phrases (columns) only."""
+        return WindowSet(
+            features=self.features[rows],
+            contains=self.contains[rows][:, columns],
+            windows=self.windows[rows],
+            best_iou=self.best_iou[rows][:, columns],
+            picture_of=self.picture_of[rows],
+        )
+
 
 def window_set(
     pictures: Sequence[Any],

@@ -63,7 +63,7 @@ class Command(BaseCommand):
         held = [p for p in pictures if p.id not in trained_on]
         if not train:
             raise CommandError("none of these pictures is among the head's training pictures")
-        phrases = [p for p, d in zip(head.phrases, head.detector_labels, strict=True) if d]
+        phrases = head.detector_phrases
 
         def progress(done: int, total: int) -> None:
             if done == total or done % 50 == 0:
