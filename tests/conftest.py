@@ -62,13 +62,10 @@ def celery_worker(settings, redis_client):  # type: ignore[no-untyped-def]
     Tests using it need ``@pytest.mark.django_db(transaction=True)`` so the worker's own database
     connection sees their rows.
     """
-    from celery.contrib.testing.worker import start_worker
-
     from semart_site.celery import app
+    from tests.celery_worker import worker_thread
     from workers.queues import ALL_QUEUES
 
     app.conf.task_always_eager = False
-    with start_worker(
-        app, pool="solo", concurrency=1, perform_ping_check=False, queues=list(ALL_QUEUES), loglevel="WARNING"
-    ) as worker:
+    with worker_thread(app, queues=ALL_QUEUES) as worker:
         yield worker

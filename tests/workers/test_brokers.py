@@ -1,7 +1,7 @@
 """The pipeline through each broker a deployment may choose: RabbitMQ (amqp) and Redis, with results in Redis
-either way. A real Celery worker (a thread of this process) consumes every queue of the broker under test,
-and a whole pipeline chain goes through it; model sessions are test doubles, since this is about the
-transport. Skipped, with the reason, only when the broker does not answer."""
+either way. A real Celery worker (a thread of this process, tests/celery_worker.py) consumes every queue of
+the broker under test, and a whole pipeline chain goes through it; model sessions are test doubles, since
+this is about the transport. Skipped, with the reason, only when the broker does not answer."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from django.core.files.base import ContentFile
 from kombu import Connection
 
 from collections_app.models import Artwork, ProcessingStatus, ProcessingStep, StageStatus
+from tests.celery_worker import worker_thread
 from tests.factories import ArtworkFactory
 from tests.workers.fakes import fake_models_fixture  # noqa: F401 - the fixture
 from workers.dispatch import pipeline_enqueue
@@ -43,8 +44,6 @@ def _broker_answers(url: str) -> str | None:
 def broker_app(request: pytest.FixtureRequest, settings, redis_client) -> Iterator[Celery]:  # type: ignore[no-untyped-def]
     """A Celery app like semart_site.celery's, on the broker under test, with a worker consuming it. It is
     made the current app, so the pipeline's tasks (shared tasks) are sent through it."""
-    from celery.contrib.testing.worker import start_worker
-
     from semart_site.celery import app as default_app
 
     url = AMQP_URL if request.param == "amqp" else settings.REDIS_URL
@@ -60,14 +59,7 @@ def broker_app(request: pytest.FixtureRequest, settings, redis_client) -> Iterat
     app.autodiscover_tasks()
     app.set_current()
     try:
-        with start_worker(
-            app,
-            pool="solo",
-            concurrency=1,
-            perform_ping_check=False,
-            queues=list(ALL_QUEUES),
-            loglevel="WARNING",
-        ) as worker:
+        with worker_thread(app, queues=ALL_QUEUES) as worker:
             assert worker.consumer.connection.transport.driver_type == request.param
             yield app
     finally:
