@@ -13,7 +13,10 @@ Rules compared: ``most_confident`` (what the site shows: ``reranking.named_detai
 detail with the label that the label's other details overlap most, weighted by their confidence),
 ``largest`` and ``smallest`` (by area), ``closest_to_query`` (the detail whose crop vector is nearest the
 query's), ``best_of_label`` (an oracle: any detail with the label named hits) and ``best_of_all`` (an
-oracle over every detail of the picture).
+oracle over every detail of the picture). Beside them, the placements (collections_app.models.Placement):
+``placement_named``, the query names a label placed in the picture, and ``placement``, that placement hits;
+and ``shown``, what an artworks search shows (``search_app.pipeline.shown_region``: the placement, else
+the most confident detail with the label named), counted over every pair.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "semart_site.settings.local")
 from workers.inference.offline.training import add_dataset_argument  # noqa: E402 (after the path)
 
 RULES = (
+    "shown",
+    "placement_named",
+    "placement",
     "most_confident",
     "consensus",
     "largest",
@@ -53,10 +59,10 @@ def main() -> None:
     import django
 
     django.setup()
-    from collections_app.models import Artwork, Detail, DetailEmbedding
+    from collections_app.models import Artwork, Detail, DetailEmbedding, Placement
     from search_app.evaluation_metrics import REGION_IOU, iou
     from search_app.query_encoding import encode_text_here
-    from search_app.reranking import named_detail, route_label
+    from search_app.reranking import named_detail, named_placement, route_label
     from search_app.retrieval import halfvec_rows
     from workers.inference.registry import get_embedder
 
@@ -100,8 +106,19 @@ def main() -> None:
             split["pairs"] += 1
             per_query[query["qid"]]["pairs"] += 1
             split["best_of_all"] += any(hits(d) for d in details)
+            placements = [
+                (label, (x, y, w, h))
+                for label, x, y, w, h in Placement.objects.filter(artwork_id=artwork_id).values_list(
+                    "label", "x", "y", "w", "h"
+                )
+            ]
+            placed = named_placement(query["query"], placements)
+            if placed is not None:
+                split["placement_named"] += 1
+                split["placement"] += hits((None, None, None, *placed[1]))
             label = route_label(query["query"], [d[1] for d in details])
             if label is None:
+                split["shown"] += placed is not None and hits((None, None, None, *placed[1]))
                 continue
             split["label_named"] += 1
             per_query[query["qid"]]["label_named"] += 1
@@ -109,6 +126,7 @@ def main() -> None:
             chosen = named_detail(query["query"], [(d[0], d[1], float(d[2])) for d in details])
             shown = next(d for d in named if d[0] == chosen)
             split["most_confident"] += hits(shown)
+            split["shown"] += hits((None, None, None, *placed[1])) if placed is not None else hits(shown)
 
             def support(d: tuple[Any, ...], named: list[tuple[Any, ...]] = named) -> float:
                 return sum(

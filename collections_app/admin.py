@@ -29,6 +29,7 @@ from collections_app.models import (
     ArtworkEmbedding,
     Detail,
     DetailEmbedding,
+    Placement,
     ProcessingStep,
     ReviewState,
 )
@@ -269,6 +270,21 @@ class DetailInline(admin.TabularInline):
         return f"{obj.confidence:.2f}"
 
 
+class PlacementInline(admin.TabularInline):
+    """Where the detector places each label it found (shown for a query naming the label): made by the
+    pipeline, replaced on re-detection, so read-only here."""
+
+    model = Placement
+    fields = ("label", "x", "y", "w", "h", "confidence", "model_key")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    classes = ("collapse",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class ProcessingStepInline(admin.TabularInline):
     model = ProcessingStep
     fields = ("stage", "status", "attempts", "last_error", "model_version", "queued_at", "finished_at")
@@ -362,7 +378,7 @@ class ArtworkAdmin(admin.ModelAdmin):
     list_per_page = 50
     actions = [reprocess, reembed, export_csv]
     autocomplete_fields = ("artists",)
-    inlines = [DetailInline, ProcessingStepInline]
+    inlines = [DetailInline, PlacementInline, ProcessingStepInline]
     readonly_fields = ("status", "width", "height", "image_sha256", "created_at", "updated_at")
     fieldsets = (
         (

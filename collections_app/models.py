@@ -212,6 +212,40 @@ class Detail(TimeStamped):
         return (self.x, self.y, self.w, self.h)
 
 
+class Placement(models.Model):
+    """Where the detector would show a thing it finds in the picture: one box a label, for the region a
+    query naming that label outlines on its results. Only shown, never searched, grouped or captioned: the
+    windows that place a thing best are not the ones that search best (docs/evaluation.md), so they are
+    kept apart from the details. Replaced whenever the entities are re-detected."""
+
+    artwork = models.ForeignKey(Artwork, on_delete=models.CASCADE, related_name="placements")
+    label = models.CharField(max_length=300)
+    x = models.FloatField(validators=UNIT)
+    y = models.FloatField(validators=UNIT)
+    w = models.FloatField(validators=UNIT)
+    h = models.FloatField(validators=UNIT)
+    confidence = models.FloatField(default=0.0, validators=UNIT)
+    model_key = models.CharField(max_length=120, help_text="The model (and version) that placed it.")
+
+    class Meta:
+        ordering = ["artwork", "label"]
+        constraints = [
+            models.UniqueConstraint(fields=["artwork", "label"], name="placement_one_per_label"),
+            models.CheckConstraint(
+                condition=Q(x__gte=0) & Q(y__gte=0) & Q(w__gt=0) & Q(h__gt=0)
+                & Q(x__lte=1.0001 - models.F("w")) & Q(y__lte=1.0001 - models.F("h")),
+                name="placement_box_inside_image",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} placed in {self.artwork_id}"
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        return (self.x, self.y, self.w, self.h)
+
+
 class EmbeddingKind(models.TextChoices):
     IMAGE = "image", "Image"  # the pixels (whole image or the detail's crop), through the image encoder
     TEXT = "text", "Text"  # the caption, through the text encoder

@@ -64,7 +64,8 @@ def artwork_href(artwork_id: int, *, detail: DetailHit | None = None, query_text
     """The artwork page, carrying the matched region and the query so the page can highlight and link back."""
     params: dict[str, str] = {}
     if detail is not None:
-        params["detail"] = str(detail.id)
+        if detail.id is not None:  # a placement has no detail of its own: the box alone outlines it
+            params["detail"] = str(detail.id)
         params["box"] = ",".join(f"{v:.4f}" for v in detail.box)
     if query_text:
         params["q"] = query_text

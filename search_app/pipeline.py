@@ -34,7 +34,7 @@ from search_app.fusion import Candidate, final_score, normalised_first_stage, re
 from search_app.iconclass_expansion import expand_query
 from search_app.media import thumbnail_url_of
 from search_app.query_parsing import QueryError, parse_query_text
-from search_app.reranking import named_detail
+from search_app.reranking import named_detail, named_placement
 from search_app.retrieval import (
     LegHit,
     detail_levels,
@@ -338,6 +338,32 @@ def named_regions(text: str, details: dict[int, dict[str, Any]], artwork_ids: li
     return {artwork_id: detail_id for artwork_id, detail_id in named.items() if detail_id is not None}
 
 
+def page_placements(artwork_ids: list[int]) -> dict[int, list[tuple[str, tuple[float, float, float, float]]]]:
+    """The artworks' placements, ``{artwork_id: [(label, box)]}``. One query."""
+    out: dict[int, list[tuple[str, tuple[float, float, float, float]]]] = {}
+    if not artwork_ids:
+        return out
+    sql = "SELECT artwork_id, label, x, y, w, h FROM collections_app_placement WHERE artwork_id = ANY(%s)"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [artwork_ids])
+        for artwork_id, label, x, y, w, h in cursor.fetchall():
+            out.setdefault(artwork_id, []).append((label, (x, y, w, h)))
+    return out
+
+
+def shown_region(
+    detail: dict[str, Any] | None, placed: tuple[str, tuple[float, float, float, float]] | None
+) -> DetailHit | None:
+    """The region a hit shows: where the detector places the thing the query names, when it placed it;
+    else the chosen detail."""
+    if placed is not None:
+        return DetailHit(id=None, level="placement", box=placed[1], label=placed[0])
+    if detail is None:
+        return None
+    box = (detail["x"], detail["y"], detail["w"], detail["h"])
+    return DetailHit(detail["id"], detail["level"], box, label=detail["label"], caption=detail["caption"])
+
+
 def assemble(
     query: SearchQuery,
     stage: FirstStage,
@@ -367,9 +393,13 @@ def assemble(
     details = page_details(
         [r[3] for r in page if r[3] is not None], named_for=unrouted, levels=detail_levels(query.level)
     )
+    text = _normalise(query)[0] if query.text else ""
     if unrouted:
-        named = named_regions(_normalise(query)[0], details, unrouted)
+        named = named_regions(text, details, unrouted)
         page = [(s, c, rr, named.get(c.artwork_id, d)) for s, c, rr, d in page]
+    # An artworks search shows where the thing the query names is placed; a detail search, its details.
+    placing = bool(text) and query.level == "artworks"
+    placements = page_placements([r[1].artwork_id for r in page]) if placing else {}
     artworks = page_artworks([r[1].artwork_id for r in page])
     hits = []
     for score, c, rr, detail_id in page:
@@ -377,6 +407,7 @@ def assemble(
             continue
         artwork = artworks[c.artwork_id]
         d = details.get(detail_id) if detail_id is not None else None
+        placed = named_placement(text, placements[c.artwork_id]) if c.artwork_id in placements else None
         hits.append(
             SearchHit(
                 artwork_id=artwork["id"],
@@ -388,17 +419,7 @@ def assemble(
                 score=round(score, 6),
                 vector_score=round(first[c.artwork_id], 6),
                 rerank_score=None if rr is None else round(rr, 6),
-                detail=(
-                    DetailHit(
-                        id=d["id"],
-                        level=d["level"],
-                        box=(d["x"], d["y"], d["w"], d["h"]),
-                        label=d["label"],
-                        caption=d["caption"],
-                    )
-                    if d
-                    else None
-                ),
+                detail=shown_region(d, placed),
                 legs={k: round(v, 6) for k, v in c.legs.items()} | ({"excluded": 1.0} if c.excluded else {}),
             )
         )

@@ -173,6 +173,15 @@ def named_detail(query: str, details: Sequence[tuple[int, str, float]]) -> int |
     return max((d for d in details if d[1] == wanted), key=lambda d: (d[2], -d[0]))[0]
 
 
+def named_placement(
+    query: str, placements: Sequence[tuple[str, tuple[float, float, float, float]]]
+) -> tuple[str, tuple[float, float, float, float]] | None:
+    """Of an artwork's placements ``(label, box)``, the one whose label the query names (``route_label``);
+    None when it names none."""
+    wanted = route_label(query, [label for label, _ in placements]) if query else None
+    return next((p for p in placements if p[0] == wanted), None) if wanted is not None else None
+
+
 def best_regions(
     candidates: Sequence[RerankCandidate],
     regions: Regions,

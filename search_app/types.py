@@ -45,7 +45,10 @@ class SearchQuery:
 
 @dataclass
 class DetailHit:
-    id: int
+    """The region shown for a hit: a detail, or (``id`` None, ``level`` "placement") where the detector
+    places the thing the query names (collections_app.models.Placement)."""
+
+    id: int | None
     level: str
     box: tuple[float, float, float, float]  # x, y, w, h relative to the image
     label: str = ""

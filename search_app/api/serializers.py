@@ -370,12 +370,15 @@ class SimilarQuerySerializer(serializers.Serializer):
 
 
 class RegionSerializer(serializers.Serializer):
-    detail = serializers.IntegerField()
-    level = serializers.CharField()
+    detail = serializers.IntegerField(
+        allow_null=True, help_text="The detail shown; null for a placement (where the detector places the "
+        "thing the query names, shown but not a detail of its own)."
+    )  # fmt: skip
+    level = serializers.CharField(help_text="entity, group, scene; or placement")
     box = serializers.ListField(child=serializers.FloatField(), min_length=4, max_length=4)
     label = serializers.CharField(allow_blank=True)
     caption = serializers.CharField(allow_blank=True)
-    crop_url = serializers.URLField()
+    crop_url = serializers.URLField(allow_null=True)
 
 
 class SearchHitSerializer(serializers.Serializer):

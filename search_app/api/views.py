@@ -289,7 +289,7 @@ def _hit_body(request: Request, hit: Any, urls: _HitUrls) -> dict[str, Any]:
             "box": list(hit.detail.box),
             "label": hit.detail.label,
             "caption": hit.detail.caption,
-            "crop_url": urls.crop_url(hit.detail.id),
+            "crop_url": urls.crop_url(hit.detail.id) if hit.detail.id is not None else None,
         }
     return {
         "artwork": hit.artwork_id,

@@ -205,6 +205,31 @@ def test_without_the_rerank_a_named_label_still_picks_the_region(fake_models, cl
         assert hits[0].detail is not None and hits[0].detail.id == tight.pk, f"rerank={rerank}"
 
 
+@pytest.mark.django_db
+def test_an_artworks_search_shows_where_the_named_thing_is_placed(fake_models, clean_cache) -> None:
+    from collections_app.models import Placement
+
+    forget_catalogue_notations()
+    fake_models.table = {"a golden halo": ANGEL, "an angel": ANGEL}
+    icon = ArtworkFactory(title="Untitled")
+    embed_artwork(icon, _axis(2))
+    detail = DetailFactory(artwork=icon, level="entity", label="halo", confidence=0.9, w=0.1, h=0.1)
+    embed_detail(detail, _axis(0))
+    Placement.objects.create(artwork=icon, label="halo", x=0.4, y=0.05, w=0.2, h=0.2, confidence=0.7)
+    Placement.objects.create(artwork=icon, label="crown", x=0.1, y=0.1, w=0.3, h=0.3, confidence=0.6)
+    for rerank in (False, True):
+        hit = search_sync(SearchQuery(text="a golden halo", rerank=rerank), in_process=True).hits[0]
+        assert hit.artwork_id == icon.pk
+        assert hit.detail is not None, f"rerank={rerank}"
+        assert (hit.detail.id, hit.detail.level, hit.detail.label) == (None, "placement", "halo")
+        assert hit.detail.box == pytest.approx((0.4, 0.05, 0.2, 0.2))
+    # A query naming no placed label keeps the detail; so does a search for details.
+    unnamed = search_sync(SearchQuery(text="an angel", rerank=False), in_process=True).hits[0]
+    assert unnamed.detail is not None and unnamed.detail.id == detail.pk
+    at_details = search_sync(SearchQuery(text="a golden halo", level="entity"), in_process=True).hits[0]
+    assert at_details.detail is not None and at_details.detail.id == detail.pk
+
+
 @pytest.mark.django_db(transaction=True)  # committed rows: the legs' threads read on their own connections
 def test_legs_on_threads_answer_as_in_sequence(catalogue, settings, monkeypatch) -> None:
     import threading

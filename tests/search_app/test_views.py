@@ -205,6 +205,19 @@ def test_detail_search_outlines_the_matching_region(
     assert "Less precise than usual" in html
 
 
+def test_an_artworks_search_outlines_where_the_named_thing_is_placed(
+    client: Client, annunciation: Artwork, fast_degrading_search, redis_db
+) -> None:
+    from collections_app.models import Placement
+
+    Placement.objects.create(artwork=annunciation, label="golden halo", x=0.45, y=0.1, w=0.1, h=0.1)
+    html = client.get("/", {"q": "golden halo"}).content.decode()
+    assert 'style="left:45.00%;top:10.00%;width:10.00%;height:10.00%"' in html
+    assert 'aria-label="Matching detail: golden halo"' in html
+    # No detail of its own: the link carries the box alone, which the artwork page outlines.
+    assert f"/artworks/{annunciation.pk}/?box=0.4500%2C0.1000%2C0.1000%2C0.1000&amp;q=golden+halo" in html
+
+
 def test_filters_are_kept_in_the_shareable_url(
     client: Client, annunciation: Artwork, fast_degrading_search, redis_db
 ) -> None:

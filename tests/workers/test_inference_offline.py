@@ -263,7 +263,7 @@ def test_detector_uses_the_localiser_and_says_so_in_its_model_key(
     detector: OfflineDetector, art_dev: Path, tmp_path: Path
 ) -> None:
     assert detector.localiser is not None
-    assert detector.model_key.endswith(f"+loc-{detector.localiser.version}")
+    assert f"+loc-{detector.localiser.version}+" in detector.model_key
     regions = [r for r in detector.detect(_open(art_dev, "A0319")) if r.source == "window"]
     assert regions and all(r.label in detector.localiser.phrases for r in regions)
     assert min(r.box[2] * r.box[3] for r in regions) < 0.03, "small windows reach small things"
@@ -277,6 +277,23 @@ def test_detector_uses_the_localiser_and_says_so_in_its_model_key(
     other = OfflineDetector(device="cpu", localiser_path=str(tmp_path / "stale.npz"))
     assert other.localiser is None, "a localiser trained with another head is not used"
     assert other.model_key == head_only.model_key
+
+
+def test_detector_places_each_label_it_finds(detector: OfflineDetector, art_dev: Path) -> None:
+    placer = detector.placer
+    assert placer is not None and placer.version != detector.localiser.version  # type: ignore[union-attr]
+    assert detector.model_key.endswith(f"+place-{placer.version}")
+    picture = _open(art_dev, "A0319")
+    found = {r.label for r in detector.detect(picture) if r.source == "window"}
+    placed = detector.place(picture)
+    labels = [r.label for r in placed]
+    assert placed and len(labels) == len(set(labels)), "one placement a label"
+    assert set(labels) <= set(placer.phrases)
+    assert found <= set(labels), "every label the windows found is placed (the same head decides what)"
+    assert all(r.source == "placement" and 0 < r.confidence <= 1 for r in placed)
+
+    unplaced = OfflineDetector(device="cpu", placer_path="")
+    assert unplaced.place(picture) == [] and "+place-" not in unplaced.model_key
 
 
 @pytest.mark.parametrize("loss", ["pointwise", "listwise"])

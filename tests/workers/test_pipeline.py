@@ -14,6 +14,7 @@ from collections_app.models import (
     Detail,
     DetailEmbedding,
     DetailLevel,
+    Placement,
     ProcessingStep,
     ReviewState,
     Stage,
@@ -136,6 +137,7 @@ def snapshot(artwork_id: int) -> dict[str, list[tuple[object, ...]]]:
         "artwork_vectors": sorted(
             ArtworkEmbedding.objects.filter(artwork_id=artwork_id).values_list("pk", "model_key", "kind")
         ),
+        "placements": sorted(Placement.objects.filter(artwork_id=artwork_id).values_list("pk", "label")),
     }
 
 
@@ -152,7 +154,7 @@ def busy_picture(art_dev: Path) -> Path:
 
 @pytest.mark.django_db
 def test_a_real_picture_gets_the_whole_hierarchy(busy_picture: Path) -> None:
-    from workers.inference.registry import get_embedder
+    from workers.inference.registry import get_detector, get_embedder
 
     artwork = artwork_from_file(busy_picture)
     run_all(artwork.pk)
@@ -175,6 +177,13 @@ def test_a_real_picture_gets_the_whole_hierarchy(busy_picture: Path) -> None:
     assert all(
         not s.parents.exists() and s.children.exists() for s in details if s.level == DetailLevel.SCENE
     )
+    # Where each thing found is shown: one placement a label, by the detector that found it.
+    placements = list(Placement.objects.filter(artwork=artwork))
+    assert placements and len({p.label for p in placements}) == len(placements)
+    assert {p.model_key for p in placements} == {get_detector().model_key}
+    assert {p.label for p in placements} & {d.label for d in details if d.level == DetailLevel.ENTITY}
+    for p in placements:
+        assert p.w > 0 and p.h > 0 and p.x + p.w <= 1.0001 and p.y + p.h <= 1.0001
 
 
 @pytest.mark.django_db
@@ -188,6 +197,8 @@ def test_rerun_is_a_no_op_and_force_recomputes(busy_picture: Path) -> None:
     again = snapshot(artwork.pk)
     assert len(again["details"]) == len(first["details"])  # same models, same picture: same details...
     assert {pk for pk, *_ in again["details"]}.isdisjoint({pk for pk, *_ in first["details"]})  # ...made anew
+    assert [label for _, label in again["placements"]] == [label for _, label in first["placements"]]
+    assert {pk for pk, _ in again["placements"]}.isdisjoint({pk for pk, _ in first["placements"]})
     assert [k for _, *k in again["artwork_vectors"]] == [k for _, *k in first["artwork_vectors"]]
     assert again["artwork_vectors"] != first["artwork_vectors"]
 

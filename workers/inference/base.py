@@ -138,6 +138,16 @@ class Detector(Model):
     @abstractmethod
     def _detect(self, image: Image) -> list[Region]: ...
 
+    def place(self, image: Image) -> list[Region]:
+        """Where to show each thing found, one region a label, when it is not simply one of the detected
+        regions (a detector may place better than it searches): stored as Placements, shown, never
+        searched. Empty unless the detector has such a model."""
+        self.load()
+        return self._place(image)
+
+    def _place(self, image: Image) -> list[Region]:
+        return []
+
 
 @dataclass
 class CaptionRequest:

@@ -1,4 +1,5 @@
-"""Stage 3: entities. Detector regions become entity Details (box, label, confidence, mask, angle)."""
+"""Stage 3: entities. Detector regions become entity Details (box, label, confidence, mask, angle), and
+its placements (where to show each label it found: ``Detector.place``) become Placements."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Sequence
 
 from django.db import transaction
 
-from collections_app.models import Detail, DetailLevel, ReviewState, Stage
+from collections_app.models import Detail, DetailLevel, Placement, ReviewState, Stage
 from workers.inference.base import Region
 from workers.inference.registry import get_detector
 from workers.pipeline import geometry
@@ -63,6 +64,18 @@ def _detail_from_region(artwork_id: int, region: Region, model_key: str) -> Deta
     )
 
 
+def _placement_from_region(artwork_id: int, region: Region, model_key: str) -> Placement | None:
+    box = geometry.clip(region.box)
+    if box is None:
+        return None
+    x, y, w, h = box
+    confidence = min(max(float(region.confidence), 0.0), 1.0)
+    return Placement(
+        artwork_id=artwork_id, label=region.label[:300], x=x, y=y, w=w, h=h, confidence=confidence,
+        model_key=model_key,
+    )  # fmt: skip
+
+
 def stage_entities(*, artwork_id: int, force: bool = False) -> str:
     """Detect entities with the active detector; a re-run with the same detector is a no-op.
 
@@ -76,7 +89,11 @@ def stage_entities(*, artwork_id: int, force: bool = False) -> str:
             return version
         image = working_image_open(artwork)
         regions = regions_deduplicate(detector.detect(image))
+        best = {r.label: r for r in sorted(detector.place(image), key=lambda r: r.confidence)}  # one a label
+        placements = [_placement_from_region(artwork_id, r, version) for r in best.values()]
         Detail.objects.filter(artwork_id=artwork_id, review_state=ReviewState.UNREVIEWED).delete()
         Detail.objects.bulk_create([_detail_from_region(artwork_id, r, version) for r in regions])
+        Placement.objects.filter(artwork_id=artwork_id).delete()
+        Placement.objects.bulk_create([p for p in placements if p is not None])
         invalidate_stages(artwork_id, [Stage.GROUPS, Stage.SCENES, Stage.CAPTIONS])
     return version

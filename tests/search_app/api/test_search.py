@@ -86,6 +86,24 @@ def test_detail_search_returns_the_matched_region(api):
     assert hit["region"]["crop_url"].endswith(f"/api/v1/details/{lion.pk}/crop/")
 
 
+def test_an_artworks_search_naming_a_placed_thing_returns_the_placement(api):
+    from collections_app.models import Placement
+
+    artwork = ArtworkFactory(title="Saint Jerome with the lion")
+    Placement.objects.create(artwork=artwork, label="lion", x=0.5, y=0.25, w=0.25, h=0.5, confidence=0.8)
+    response = api.get("/api/v1/search/?q=lion&rerank=false")
+    assert response.status_code == 200, response.content
+    hit = next(h for h in response.json()["results"] if h["artwork"] == artwork.pk)
+    assert hit["region"] == {
+        "detail": None,
+        "level": "placement",
+        "box": [0.5, 0.25, 0.25, 0.5],
+        "label": "lion",
+        "caption": "",
+        "crop_url": None,
+    }
+
+
 def test_search_validation(api, painting):
     assert_error(api.get("/api/v1/artworks/999999/similar/"), 404, "not_found")
     assert_error(api.get("/api/v1/search/"), 400, "invalid")

@@ -30,7 +30,7 @@ import numpy as np
 
 from workers.inference.base import Box, Detector, ModelLoadError, Region
 from workers.inference.offline.effnet import models_dir
-from workers.inference.offline.localiser import DEFAULT_LOCALISER, Localiser, box_iou
+from workers.inference.offline.localiser import DEFAULT_LOCALISER, DEFAULT_PLACER, Localiser, box_iou
 from workers.inference.offline.localiser import WINDOW_SIDES as LOCALISER_WINDOW_SIDES
 
 if TYPE_CHECKING:
@@ -67,16 +67,31 @@ logger = logging.getLogger(__name__)
 WINDOW_SIDES = (0.5, 0.33, 0.2)  # of the picture's shorter side
 WINDOW_STRIDE = 0.5  # of the window side
 LOCAL_LOCALISER_NAME = "offline-localiser.npz"
+LOCAL_PLACER_NAME = "offline-placer.npz"
 
 
-def localiser_path(model_dir: Path | None, options: dict[str, Any]) -> Path | None:
+def localiser_path(
+    model_dir: Path | None,
+    options: dict[str, Any],
+    *,
+    option: str = "localiser_path",
+    local_name: str = LOCAL_LOCALISER_NAME,
+    shipped: Path = DEFAULT_LOCALISER,
+) -> Path | None:
     """An explicit ``localiser_path`` option ("" for none), else one trained here
-    (``<model_dir>/offline-localiser.npz``), else the one shipped with the code, if present."""
-    if "localiser_path" in options:
-        return Path(options["localiser_path"]) if options["localiser_path"] else None
-    if model_dir is not None and (model_dir / LOCAL_LOCALISER_NAME).is_file():
-        return model_dir / LOCAL_LOCALISER_NAME
-    return DEFAULT_LOCALISER if DEFAULT_LOCALISER.is_file() else None
+    (``<model_dir>/offline-localiser.npz``), else the one shipped with the code, if present. The placer's
+    is found the same way (``placer_path``, ``offline-placer.npz``, ``assets/placer.npz``)."""
+    if option in options:
+        return Path(options[option]) if options[option] else None
+    if model_dir is not None and (model_dir / local_name).is_file():
+        return model_dir / local_name
+    return shipped if shipped.is_file() else None
+
+
+def placer_path(model_dir: Path | None, options: dict[str, Any]) -> Path | None:
+    return localiser_path(
+        model_dir, options, option="placer_path", local_name=LOCAL_PLACER_NAME, shipped=DEFAULT_PLACER
+    )
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
@@ -127,34 +142,49 @@ class OfflineDetector(Detector):
         self._net: Any = None
         self._net_lock = threading.Lock()
         self._embedder: OfflineEmbedder | None = None
-        self._localiser: Localiser | None = None
-        self._localiser_path = localiser_path(self.model_dir, self.options)
+        self._localisers: dict[str, Localiser] = {}
+        self._localiser_paths = {
+            "localiser": localiser_path(self.model_dir, self.options),
+            "placer": placer_path(self.model_dir, self.options),
+        }
 
     @property
     def model_key(self) -> str:
         # Window labels come from the head (and the localiser): a new one is a new detector output too.
         key = f"{self.key}@{self.version}+{self.embedder.version}"
-        return key + (f"+loc-{self.localiser.version}" if self.localiser is not None else "")
+        key += f"+loc-{self.localiser.version}" if self.localiser is not None else ""
+        return key + (f"+place-{self.placer.version}" if self.placer is not None else "")
 
     @property
     def localiser(self) -> Localiser | None:
         """None without a localiser file, or when the file was trained with another head (its inputs
         would mean something else): the windows are then chosen by the head alone, and said so."""
-        if self._localiser is None and self._localiser_path is not None:
-            localiser = Localiser.load(self._localiser_path)
+        return self._localiser_for("localiser")
+
+    @property
+    def placer(self) -> Localiser | None:
+        """The localiser that places what the detector shows (``place``); None as for ``localiser``:
+        then nothing is placed."""
+        return self._localiser_for("placer")
+
+    def _localiser_for(self, role: str) -> Localiser | None:
+        path = self._localiser_paths[role]
+        if role not in self._localisers and path is not None:
+            localiser = Localiser.load(path)
             head = self.embedder.head.version
             if localiser.head_version != head:
                 logger.warning(
-                    "localiser %s was trained with head %s, not the active %s: windows by the head alone "
-                    "until it is retrained (manage.py train_localiser)",
-                    self._localiser_path,
+                    "%s %s was trained with head %s, not the active %s: not used until it is retrained "
+                    "(manage.py train_localiser)",
+                    role,
+                    path,
                     localiser.head_version,
                     head,
                 )
-                self._localiser_path = None
+                self._localiser_paths[role] = None
                 return None
-            self._localiser = localiser
-        return self._localiser
+            self._localisers[role] = localiser
+        return self._localisers.get(role)
 
     @property
     def embedder(self) -> OfflineEmbedder:
@@ -251,6 +281,28 @@ class OfflineDetector(Detector):
             )
             for j, chosen in self.chosen_windows(contains, placed, np.asarray(windows))
             for i in chosen
+        ]
+
+    def _place(self, image: Image) -> list[Region]:
+        """For each phrase the head finds in the picture (``threshold``, as for the details), the one
+        window the placer puts most on it: what the site outlines when a query names the phrase."""
+        placer = self.placer
+        if placer is None:
+            return []
+        rgb = image.convert("RGB")
+        windows = sliding_windows(*rgb.size, sides=LOCALISER_WINDOW_SIDES)
+        features = self.embedder.region_features(rgb, windows)  # the detector's own grid, cached
+        contains = placer.head_scores(features, self.embedder.head)
+        placed = placer.probabilities(features, contains, np.asarray(windows))
+        return [
+            Region(
+                box=windows[int(placed[:, j].argmax())],
+                label=placer.phrases[j],
+                confidence=float(placed[:, j].max()),
+                source="placement",
+                attributes={"placer": placer.version},
+            )
+            for j in np.flatnonzero(contains.max(axis=0) >= self.threshold)
         ]
 
     def chosen_windows(

@@ -29,6 +29,10 @@ from workers.inference.base import Box, ModelLoadError
 from workers.inference.offline.head import ASSETS, ProjectionHead
 
 DEFAULT_LOCALISER = ASSETS / "localiser.npz"
+# The placer: a localiser trained with the listwise loss, which puts each phrase's top window on the thing
+# more often, but whose windows search worse (docs/evaluation.md): the detector uses it only to place
+# what it shows (``OfflineDetector.place``).
+DEFAULT_PLACER = ASSETS / "placer.npz"
 # Window sides (of the picture's shorter side) the localiser was trained on and the detector slides:
 # 0.14 reaches the small things (haloes, books, crowns: median box 1-4% of the picture).
 WINDOW_SIDES = (0.5, 0.33, 0.2, 0.14)
