@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from collections_app.models import Artwork, Detail, DetailLevel
+from collections_app.models import Artwork, Detail, DetailLevel, Placement
 from collections_app.services import ArtworkData, artwork_upsert
 
 CHROMIUM = Path(os.environ.get("SEMART_CHROMIUM", "/usr/bin/chromium"))
@@ -97,6 +97,9 @@ def haloed_collection(art_dev: Path) -> list[Artwork]:
             caption="a golden halo around the saint's head",
             confidence=0.9,
             model_key="art-dev-boxes",
+        )
+        Placement.objects.create(
+            artwork=artwork, label="golden halo", x=x, y=y, w=min(w, 1 - x), h=min(h, 1 - y)
         )
         Detail.objects.create(
             artwork=artwork,
@@ -228,4 +231,15 @@ def test_search_scroll_and_open_the_matched_region(
     match.focus()
     assert page.locator(".box--match .box__caption").is_visible()
     page.screenshot(path=str(SCREENSHOTS / "semart-artwork.png"), full_page=True)
+
+    # An artworks search shows where the halo is placed: a placement has no detail of its own, so the
+    # cards the script adds on scrolling link with its box alone.
+    page.goto(live_asgi + "/?q=golden+halo")
+    _wait_for_cards(page, 24)
+    page.locator("[data-more]").scroll_into_view_if_needed()
+    _wait_for_cards(page, N_ARTWORKS)
+    last = cards.nth(N_ARTWORKS - 1)
+    href = last.locator(".card__link").get_attribute("href") or ""
+    assert "box=" in href and "detail=" not in href, href
+    assert last.locator(".card__region").is_visible()
     assert page.js_errors == []  # type: ignore[attr-defined]

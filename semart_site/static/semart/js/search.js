@@ -104,7 +104,9 @@
     const detail = hit.detail ?? hit.region ?? null;
     const link = new URL(artworkUrl.replace(/\/0\/$/, `/${id}/`), location.origin);
     if (detail) {
-      link.searchParams.set("detail", detail.id ?? detail.detail);
+      // A placement (where the detector shows the thing named) has no detail of its own: the box alone.
+      const detailId = detail.id ?? detail.detail;
+      if (detailId != null) link.searchParams.set("detail", detailId);
       link.searchParams.set("box", detail.box.map((v) => Number(v).toFixed(4)).join(","));
     }
     if (queryText) link.searchParams.set("q", queryText);
