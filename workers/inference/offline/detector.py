@@ -14,6 +14,10 @@ Two sources of candidate regions:
   A busy picture passes more windows than a plain portrait, so the count follows the picture, up to
   ``max_regions``.
 
+Beside the regions, ``place`` gives one window for each phrase the head finds: the one the **placer**
+(a second localiser, trained with the listwise loss: assets/placer.npz) puts most on it. The site shows it
+for a query naming the phrase; it is never searched (collections_app.models.Placement).
+
 FINDINGS.md: window classification finds *what* is in a picture far better than *where*; the head's best
 window for a label hit the true box about as often as a random one (region hit@10 0.08 on held-out
 pictures). The localiser was trained for *where*: docs/evaluation.md has its held-out figures.
