@@ -291,6 +291,10 @@ def test_detector_places_each_label_it_finds(detector: OfflineDetector, art_dev:
     assert set(labels) <= set(placer.phrases)
     assert found <= set(labels), "every label the windows found is placed (the same head decides what)"
     assert all(r.source == "placement" and 0 < r.confidence <= 1 for r in placed)
+    # The floor: what the head is less sure of is placed too (it is only shown for a query naming it).
+    strict = OfflineDetector(device="cpu", placement_threshold=detector.threshold)
+    assert found <= {r.label for r in strict.place(picture)} < set(labels)
+    assert OfflineDetector(device="cpu", placement_threshold=1.01).place(picture) == []
 
     unplaced = OfflineDetector(device="cpu", placer_path="")
     assert unplaced.place(picture) == [] and "+place-" not in unplaced.model_key

@@ -14,9 +14,10 @@ Two sources of candidate regions:
   A busy picture passes more windows than a plain portrait, so the count follows the picture, up to
   ``max_regions``.
 
-Beside the regions, ``place`` gives one window for each phrase the head finds: the one the **placer**
-(a second localiser, trained with the listwise loss: assets/placer.npz) puts most on it. The site shows it
-for a query naming the phrase; it is never searched (collections_app.models.Placement).
+Beside the regions, ``place`` gives one window for each phrase the head may see in the picture (some
+window's probability >= ``placement_threshold``, 0.2): the one the **placer** (a second localiser, trained
+with the listwise loss: assets/placer.npz) puts most on it. The site shows it for a query naming the
+phrase; it is never searched (collections_app.models.Placement).
 
 FINDINGS.md: window classification finds *what* is in a picture far better than *where*; the head's best
 window for a label hit the true box about as often as a random one (region hit@10 0.08 on held-out
@@ -143,6 +144,10 @@ class OfflineDetector(Detector):
         self.max_regions = int(self.options.get("max_regions", 40))
         self.localiser_threshold = float(self.options.get("localiser_threshold", 0.3))
         self.per_phrase = int(self.options.get("per_phrase", 5))
+        # A label is placed when the head gives some window this probability of containing it: lower than
+        # ``threshold`` (what makes details), since a placement is only shown for a query naming the label
+        # (0.2 chosen on the head's training pictures: docs/evaluation.md).
+        self.placement_threshold = float(self.options.get("placement_threshold", 0.2))
         self._net: Any = None
         self._net_lock = threading.Lock()
         self._embedder: OfflineEmbedder | None = None
@@ -288,8 +293,8 @@ class OfflineDetector(Detector):
         ]
 
     def _place(self, image: Image) -> list[Region]:
-        """For each phrase the head finds in the picture (``threshold``, as for the details), the one
-        window the placer puts most on it: what the site outlines when a query names the phrase."""
+        """For each phrase the head may see in the picture (``placement_threshold``), the one window the
+        placer puts most on it: what the site outlines when a query names the phrase."""
         placer = self.placer
         if placer is None:
             return []
@@ -306,7 +311,7 @@ class OfflineDetector(Detector):
                 source="placement",
                 attributes={"placer": placer.version},
             )
-            for j in np.flatnonzero(contains.max(axis=0) >= self.threshold)
+            for j in np.flatnonzero(contains.max(axis=0) >= self.placement_threshold)
         ]
 
     def chosen_windows(
