@@ -213,7 +213,7 @@ class Detail(TimeStamped):
 
 
 class Placement(models.Model):
-    """Where the detector would show a thing it finds in the picture: one box a label, for the region a
+    """Where the detector would show a thing it may see in the picture: one box a label, for the region a
     query naming that label outlines on its results. Only shown, never searched, grouped or captioned: the
     windows that place a thing best are not the ones that search best (docs/evaluation.md), so they are
     kept apart from the details. Replaced whenever the entities are re-detected."""

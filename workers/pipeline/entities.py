@@ -1,5 +1,5 @@
 """Stage 3: entities. Detector regions become entity Details (box, label, confidence, mask, angle), and
-its placements (where to show each label it found: ``Detector.place``) become Placements."""
+its placements (where to show each label it may see: ``Detector.place``) become Placements."""
 
 from __future__ import annotations
 
