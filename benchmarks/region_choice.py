@@ -26,6 +26,7 @@ import json
 import os
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +100,11 @@ def main() -> None:
                 .values_list("id", "label", "confidence", "x", "y", "w", "h")
             )
 
-            def hits(d: tuple[Any, ...], boxes: list[list[float]] = boxes) -> bool:
-                return any(iou((d[3], d[4], d[5], d[6]), box) >= REGION_IOU for box in boxes)
+            def on_thing(box: Sequence[float], boxes: list[list[float]] = boxes) -> bool:
+                return any(iou(box, true) >= REGION_IOU for true in boxes)
+
+            def hits(d: tuple[Any, ...]) -> bool:
+                return on_thing(d[3:7])
 
             split = counts["trained" if image_id in trained else "held_out"]
             split["pairs"] += 1
@@ -113,12 +117,13 @@ def main() -> None:
                 )
             ]
             placed = named_placement(query["query"], placements)
+            placed_hit = placed is not None and on_thing(placed[1])
             if placed is not None:
                 split["placement_named"] += 1
-                split["placement"] += hits((None, None, None, *placed[1]))
+                split["placement"] += placed_hit
             label = route_label(query["query"], [d[1] for d in details])
             if label is None:
-                split["shown"] += placed is not None and hits((None, None, None, *placed[1]))
+                split["shown"] += placed_hit
                 continue
             split["label_named"] += 1
             per_query[query["qid"]]["label_named"] += 1
@@ -126,7 +131,7 @@ def main() -> None:
             chosen = named_detail(query["query"], [(d[0], d[1], float(d[2])) for d in details])
             shown = next(d for d in named if d[0] == chosen)
             split["most_confident"] += hits(shown)
-            split["shown"] += hits((None, None, None, *placed[1])) if placed is not None else hits(shown)
+            split["shown"] += placed_hit if placed is not None else hits(shown)
 
             def support(d: tuple[Any, ...], named: list[tuple[Any, ...]] = named) -> float:
                 return sum(

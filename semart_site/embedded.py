@@ -79,8 +79,9 @@ def embedded_postgres_settings(data_dir: Path, *, database: str = EMBEDDED_DATAB
     import pgserver  # imported here: only the embedded path needs it
     from django.core.exceptions import ImproperlyConfigured
 
-    if not pgvector_fits_cpu(pgvector_library_dir(), cpu_flags()):
-        missing = ", ".join(sorted(BUNDLED_PGVECTOR_NEEDS - (cpu_flags() or frozenset())))
+    flags = cpu_flags()
+    if not pgvector_fits_cpu(pgvector_library_dir(), flags):
+        missing = ", ".join(sorted(BUNDLED_PGVECTOR_NEEDS - (flags or frozenset())))
         raise ImproperlyConfigured(
             f"the embedded PostgreSQL's pgvector needs AVX-512 ({missing} missing on this CPU) and "
             "would crash on the first vector search: run scripts/bootstrap.sh (it installs a portable "

@@ -275,11 +275,20 @@ class OfflineDetector(Detector):
                 )
         return regions
 
-    def _localised_regions(self, image: Image, localiser: Localiser) -> list[Region]:
+    def _scored_windows(
+        self, image: Image, localiser: Localiser
+    ) -> tuple[list[Box], np.ndarray, np.ndarray]:
+        """The localiser's windows of an RGB picture, with the head's probability that each contains each
+        of the localiser's phrases and the localiser's that it sits on it (both (windows, phrases)). The
+        dense grid behind the features is the embedder's cached one, so the detector's localiser and its
+        placer pool the same grid."""
         windows = sliding_windows(*image.size, sides=LOCALISER_WINDOW_SIDES)
         features = self.embedder.region_features(image, windows)
         contains = localiser.head_scores(features, self.embedder.head)
-        placed = localiser.probabilities(features, contains, np.asarray(windows))
+        return windows, contains, localiser.probabilities(features, contains, np.asarray(windows))
+
+    def _localised_regions(self, image: Image, localiser: Localiser) -> list[Region]:
+        windows, contains, placed = self._scored_windows(image, localiser)
         return [
             Region(
                 box=windows[i],
@@ -298,11 +307,7 @@ class OfflineDetector(Detector):
         placer = self.placer
         if placer is None:
             return []
-        rgb = image.convert("RGB")
-        windows = sliding_windows(*rgb.size, sides=LOCALISER_WINDOW_SIDES)
-        features = self.embedder.region_features(rgb, windows)  # the detector's own grid, cached
-        contains = placer.head_scores(features, self.embedder.head)
-        placed = placer.probabilities(features, contains, np.asarray(windows))
+        windows, contains, placed = self._scored_windows(image.convert("RGB"), placer)
         return [
             Region(
                 box=windows[int(placed[:, j].argmax())],
