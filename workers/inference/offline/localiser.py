@@ -241,7 +241,8 @@ def fit(
       (``_calibrate``), so the detector's ``localiser_threshold`` keeps its meaning. ``l2`` 1.0 was
       chosen the same way (0.26 / 0.28 / 0.31 / 0.32 / 0.30 / 0.25 at 0.03 / 0.1 / 0.3 / 1 / 3 / 10,
       against 0.19 for pointwise on those pictures). It places the region shown for a query better and
-      ranks artworks worse through the details it keeps (docs/models.md has both): not the default.
+      ranks artworks worse through the details it keeps (docs/models.md has both): not the default, but
+      the detector's placer (``DEFAULT_PLACER``), which only places what is shown.
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")

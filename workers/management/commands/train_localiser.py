@@ -36,8 +36,9 @@ class Command(BaseCommand):
             "--loss",
             choices=localiser.LOSSES,
             default="pointwise",
-            help="pointwise (the shipped localiser) or listwise: its top window hits more often, but on "
-            "art-dev the search ranked worse with its windows (docs/models.md).",
+            help="pointwise (the shipped localiser) or listwise (the shipped placer: its top window hits "
+            "more often, but the search ranked worse with its windows as details; train a placer with "
+            "--out $SEMART_MODEL_DIR/offline-placer.npz; docs/models.md).",
         )
         parser.add_argument("--steps", type=int, default=300, help="Optimiser steps.")
         parser.add_argument("--limit", type=int, default=None, help="Use only N pictures (quick runs).")
