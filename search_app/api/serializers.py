@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from collections_app.iconography import subject
-from collections_app.models import Artwork, Detail, DetailLevel, ProcessingStatus, ProcessingStep
+from collections_app.models import Artwork, Detail, DetailLevel, Placement, ProcessingStatus, ProcessingStep
 from search_app.api.health import HEALTH_STATUSES
 from search_app.types import LEVELS
 
@@ -94,6 +94,18 @@ class DetailSerializer(serializers.ModelSerializer[Detail]):
 
     def get_url(self, obj: Detail) -> str:
         return _absolute(self.context.get("request"), reverse("api:detail-detail", kwargs={"pk": obj.pk}))
+
+
+class PlacementSerializer(serializers.ModelSerializer[Placement]):
+    box = serializers.SerializerMethodField(help_text="[x, y, w, h] relative to the image (0..1).")
+
+    class Meta:
+        model = Placement
+        fields = ["label", "box", "confidence", "model_key"]
+
+    @extend_schema_field(serializers.ListField(child=serializers.FloatField(), min_length=4, max_length=4))
+    def get_box(self, obj: Placement) -> list[float]:
+        return [obj.x, obj.y, obj.w, obj.h]
 
 
 class DetailListQuerySerializer(serializers.Serializer):
@@ -192,9 +204,15 @@ class ArtworkFullSerializer(ArtworkSerializer):
         help_text="The artwork's ICONCLASS notations with their texts."
     )
     details = serializers.SerializerMethodField(help_text="Visible details, every level.")
+    placements = PlacementSerializer(
+        many=True,
+        read_only=True,
+        help_text="Where the detector would outline each thing it may see (one box a label): the region a "
+        "search naming that label shows. Not details: never searched or captioned.",
+    )
 
     class Meta(ArtworkSerializer.Meta):
-        fields = [*ArtworkSerializer.Meta.fields, "subjects", "details"]
+        fields = [*ArtworkSerializer.Meta.fields, "subjects", "details", "placements"]
 
     @extend_schema_field(IconclassSubjectSerializer(many=True))
     def get_subjects(self, obj: Artwork) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from django.core.files.base import ContentFile
 from django.utils import timezone
 from PIL import Image
 
-from collections_app.models import Artwork, ProcessingStatus, ProcessingStep, Stage, StageStatus
+from collections_app.models import Artwork, Placement, ProcessingStatus, ProcessingStep, Stage, StageStatus
 from tests.factories import ArtistFactory, ArtworkFactory, DetailFactory
 from tests.search_app.api.conftest import assert_error, auth
 
@@ -82,11 +82,17 @@ def test_retrieve_has_details_subjects_and_image_urls(api):
     entity = DetailFactory(artwork=artwork, level="entity", label="lion")
     DetailFactory(artwork=artwork, level="scene", label="study", x=0.0, y=0.0, w=1.0, h=1.0)
     DetailFactory(artwork=artwork, level="entity", label="rejected", review_state="hidden")
+    Placement.objects.create(
+        artwork=artwork, label="halo", x=0.5, y=0.0, w=0.25, h=0.2, confidence=0.4, model_key="placer@1"
+    )
 
     body = api.get(f"/api/v1/artworks/{artwork.pk}/").json()
     assert body["subjects"][0]["notation"] == "11H(JEROME)"
     assert "Jerome" in body["subjects"][0]["text"] and "lion" in body["subjects"][0]["keywords"]
     assert {d["label"] for d in body["details"]} == {"lion", "study"}
+    assert body["placements"] == [
+        {"label": "halo", "box": [0.5, 0.0, 0.25, 0.2], "confidence": 0.4, "model_key": "placer@1"}
+    ]
     assert body["images"]["image"].startswith("http://testserver/media/")
     assert body["images"]["iiif_info"] == "https://iiif.example.org/iiif/abc/info.json"
     assert body["images"]["source"] == "https://example.org/a.jpg"
