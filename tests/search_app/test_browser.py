@@ -60,7 +60,6 @@ def _haloed_icons(art_dev: Path, n: int) -> list[dict]:  # type: ignore[type-arg
     raise AssertionError(f"art-dev has fewer than {n} images with a halo box")
 
 
-
 def _wait_for_cards(page, count: int, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
     """Polls from Python: the site's CSP (script-src 'self') forbids the eval behind wait_for_function."""
     import time
@@ -69,6 +68,7 @@ def _wait_for_cards(page, count: int, timeout_s: float = 30.0) -> None:  # type:
     while page.locator("#results .card").count() < count:
         assert time.monotonic() < deadline, f"fewer than {count} cards after {timeout_s} s"
         page.wait_for_timeout(100)
+
 
 @pytest.fixture
 def haloed_collection(art_dev: Path) -> list[Artwork]:

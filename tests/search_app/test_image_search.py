@@ -95,7 +95,9 @@ def test_the_page_uploads_then_searches_from_a_shareable_url(client, pictures) -
 def test_the_page_explains_a_refused_upload(client, clean_cache) -> None:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    fake = SimpleUploadedFile("cat.jpg", b"<svg xmlns='http://www.w3.org/2000/svg'><script>x()</script></svg>")
+    fake = SimpleUploadedFile(
+        "cat.jpg", b"<svg xmlns='http://www.w3.org/2000/svg'><script>x()</script></svg>"
+    )
     response = client.post("/search/by-picture", {"picture": fake})
     assert response.status_code == 400
     html = response.content.decode()
