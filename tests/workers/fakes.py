@@ -10,7 +10,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from workers.inference.base import Captioner, CaptionRequest, Detector, Embedder, ModelLoadError, Region
+from workers.inference.base import (
+    UNLABELLED,
+    Captioner,
+    CaptionRequest,
+    Detector,
+    Embedder,
+    ModelLoadError,
+    Region,
+)
 
 DIM = 16
 
@@ -50,6 +58,24 @@ class FakeFixedDetector(Detector):
             Region(box=(0.35, 0.45, 0.12, 0.12), label="book", confidence=0.7),
             Region(box=(0.75, 0.05, 0.15, 0.12), label="dove", confidence=0.6),
         ]
+
+
+class FakeUnnamedBoxesDetector(Detector):
+    """Regions at the boxes it is given, unnamed, as SAM's come out: for tests of the naming, where what a
+    real SAM finds (random weights here) does not matter."""
+
+    key = "fake-unnamed-boxes-detector"
+    names_regions = False
+
+    def __init__(self, boxes: list[tuple[float, float, float, float]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.boxes = boxes
+
+    def _load(self) -> None:
+        pass
+
+    def _detect(self, image: Any) -> list[Region]:
+        return [Region(box=box, label=UNLABELLED, confidence=0.9, source="sam") for box in self.boxes]
 
 
 class FakeContextCaptioner(Captioner):

@@ -512,6 +512,42 @@ def test_sam_regions_have_valid_boxes_polygons_and_angles(sam) -> None:  # type:
     assert [r.box for r in sam.detect(_image(7))] == [r.box for r in regions]
 
 
+@pytest.mark.django_db
+def test_sam_details_are_named_by_the_entities_stage(sam, monkeypatch, settings) -> None:  # type: ignore[no-untyped-def]
+    """SAM does not name its masks: through the pipeline's entities stage they become details named from
+    the active embedder's vocabulary (here the offline one), keeping SAM's outlines."""
+    import io
+
+    from django.core.files.base import ContentFile
+
+    from collections_app.models import Detail, Stage
+    from tests.factories import ArtworkFactory
+    from workers.inference import registry
+    from workers.pipeline import entities, fetch
+    from workers.pipeline.state import step_begin, step_finish
+
+    assert sam.names_regions is False
+    real = registry.get_model
+    monkeypatch.setattr(
+        registry, "get_model", lambda role, key=None: sam if role == "detector" else real(role, key)
+    )
+    settings.SEMART_REGION_LABELS = ["halo", "book", "horse"]
+    artwork = ArtworkFactory()
+    buffer = io.BytesIO()
+    _image(7, (192, 128)).save(buffer, "JPEG")
+    artwork.image.save("sam.jpg", ContentFile(buffer.getvalue()), save=True)
+    for stage, service in ((Stage.FETCH, fetch.stage_fetch), (Stage.ENTITIES, entities.stage_entities)):
+        step_begin(artwork_id=artwork.pk, stage=stage)
+        version = service(artwork_id=artwork.pk)
+        step_finish(artwork_id=artwork.pk, stage=stage, model_version=version)
+    assert version.startswith(f"{sam.model_key}+names-")
+    details = list(Detail.objects.filter(artwork=artwork))
+    assert details, "the random SAM found nothing to name"
+    assert {d.label for d in details} <= {"halo", "book", "horse"}
+    assert all(d.model_key == version for d in details)
+    assert any(d.polygon for d in details)
+
+
 def test_sam_point_batches_do_not_change_the_result(sam_dir, sam) -> None:  # type: ignore[no-untyped-def]
     from workers.inference.production.sam import SamDetector
 

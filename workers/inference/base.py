@@ -128,8 +128,16 @@ class Embedder(Model):
     def _embed_images(self, images: list[Image]) -> np.ndarray: ...
 
 
+# The label of a region its detector found without naming it (SAM): the entities stage names it from the
+# embedder (workers/pipeline/naming.py).
+UNLABELLED = "region"
+
+
 class Detector(Model):
-    """Finds entity regions in an image."""
+    """Finds entity regions in an image. A detector whose regions come out ``UNLABELLED`` sets
+    ``names_regions`` False, and the pipeline names them."""
+
+    names_regions = True
 
     def detect(self, image: Image) -> list[Region]:
         self.load()

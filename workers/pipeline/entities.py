@@ -1,5 +1,6 @@
-"""Stage 3: entities. Detector regions become entity Details (box, label, confidence, mask, angle), and
-its placements (where to show each label it may see: ``Detector.place``) become Placements."""
+"""Stage 3: entities. Detector regions become entity Details (box, label, confidence, mask, angle), named
+from the embedder when the detector does not name them (SAM; workers/pipeline/naming.py), and its
+placements (where to show each label it may see: ``Detector.place``) become Placements."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from collections.abc import Sequence
 from django.db import transaction
 
 from collections_app.models import Detail, DetailLevel, Placement, ReviewState, Stage
-from workers.inference.base import Region
-from workers.inference.registry import get_detector
-from workers.pipeline import geometry
+from workers.inference.base import Detector, Region
+from workers.inference.registry import get_detector, get_embedder
+from workers.pipeline import geometry, naming
 from workers.pipeline.state import artwork_lock, invalidate_stages, step_version, working_image_open
 
 MAX_ENTITIES = 48
@@ -76,19 +77,32 @@ def _placement_from_region(artwork_id: int, region: Region, model_key: str) -> P
     )  # fmt: skip
 
 
+def entities_version(detector: Detector) -> str:
+    """The step's version, stored as the details' and placements' ``model_key``: the detector's, and for a
+    detector whose regions the pipeline names, the naming's too (embedder version and vocabulary), so a new
+    embedder or vocabulary names them again. At most 120 characters, the column's size."""
+    if detector.names_regions:
+        return detector.model_key
+    suffix = f"+names-{naming.naming_version(get_embedder(), naming.region_labels())}"
+    return detector.model_key[: 120 - len(suffix)] + suffix
+
+
 def stage_entities(*, artwork_id: int, force: bool = False) -> str:
     """Detect entities with the active detector; a re-run with the same detector is a no-op.
 
     When the detector's model_key changes (or ``force``), unreviewed details of every level are replaced,
     since groups and scenes are built from the entities. Details a cataloger reviewed are kept."""
     detector = get_detector()
-    version = detector.model_key
+    version = entities_version(detector)
     with transaction.atomic():
         artwork = artwork_lock(artwork_id)
         if not force and step_version(artwork_id, Stage.ENTITIES) == version:
             return version
         image = working_image_open(artwork)
-        regions = regions_deduplicate(detector.detect(image))
+        found = detector.detect(image)
+        if not detector.names_regions:
+            found = naming.name_regions(image, found, get_embedder(), naming.region_labels())
+        regions = regions_deduplicate(found)
         best = {r.label: r for r in sorted(detector.place(image), key=lambda r: r.confidence)}  # one a label
         placements = [_placement_from_region(artwork_id, r, version) for r in best.values()]
         Detail.objects.filter(artwork_id=artwork_id, review_state=ReviewState.UNREVIEWED).delete()

@@ -5,8 +5,8 @@ three masks; masks SAM itself rates poorly (predicted IoU) or that change a lot 
 (stability) are dropped; the rest become boxes, outline polygons (cv2.findContours) and a rotation angle
 (cv2.minAreaRect), and overlapping boxes are suppressed (NMS).
 
-SAM does not name what it finds: every region is labelled ``"region"`` with SAM's predicted IoU as its
-confidence, and the pipeline names it afterwards from the embedder (region embedding against label texts).
+SAM does not name what it finds: every region is labelled ``UNLABELLED`` ("region") with SAM's predicted IoU
+as its confidence, and the entities stage names it from the embedder (``workers/pipeline/naming.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from workers.inference.base import Detector, Region
+from workers.inference.base import UNLABELLED, Detector, Region
 from workers.inference.production.checkpoints import (
     checkpoint_settings,
     checkpoint_version,
@@ -27,9 +27,6 @@ from workers.inference.production.checkpoints import (
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-UNLABELLED = "region"
-
-
 class SamDetector(Detector):
     """Meta SAM (default ``facebook/sam-vit-base``). Env: ``SEMART_SAM_CHECKPOINT``.
 
@@ -38,6 +35,7 @@ class SamDetector(Detector):
     """
 
     key = "sam"
+    names_regions = False
     default_checkpoint = "facebook/sam-vit-base"
     env_var = "SEMART_SAM_CHECKPOINT"
 
