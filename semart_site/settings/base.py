@@ -174,7 +174,7 @@ SEMART_MODELS = {
 }
 SEMART_DEVICE = env("SEMART_DEVICE", default="auto")  # auto | cpu | cuda
 # The phrases the pipeline names a detector's unnamed regions from (SAM), comma-separated; empty: the art
-# vocabulary in workers/pipeline/naming.py.
+# vocabulary in workers/inference/vocabulary.py.
 SEMART_REGION_LABELS = env.list("SEMART_REGION_LABELS", default=[])
 SEMART_MODEL_DIR = Path(env("SEMART_MODEL_DIR", default=str(SEMART_DATA_DIR / "models")))
 SEMART_PROCESS_ON_SAVE = env.bool("SEMART_PROCESS_ON_SAVE", default=True)

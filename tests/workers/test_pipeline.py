@@ -24,6 +24,7 @@ from collections_app.models import (
 from tests.factories import ArtworkFactory
 from tests.workers.fakes import FakeFixedDetector, FakeUnnamedBoxesDetector
 from tests.workers.image_server import image_server_fixture  # noqa: F401 - the fixture
+from workers.inference import vocabulary
 from workers.inference.base import UNLABELLED, Region
 from workers.pipeline import captions, embed, entities, fetch, groups, naming, scenes
 from workers.pipeline.captions import caption_context
@@ -271,16 +272,16 @@ def test_regions_are_named_from_the_embedder_better_than_chance(busy_picture: Pa
     picture = next(p for p in read_art_dev(busy_picture.parent.parent) if p.id == busy_picture.stem)
     regions = [Region(box=box, label=UNLABELLED, confidence=0.8) for box, _ in picture.boxes]
     with Image.open(busy_picture) as image:
-        named = naming.name_regions(image, regions, get_embedder(), naming.ART_LABELS)
+        named = naming.name_regions(image, regions, get_embedder(), vocabulary.ART_LABELS)
     assert [r.box for r in named] == [r.box for r in regions]
     assert all(r.label == UNLABELLED for r in regions)  # the input is left as it was
-    assert {r.label for r in named} <= set(naming.ART_LABELS)
+    assert {r.label for r in named} <= set(vocabulary.ART_LABELS)
     for r in named:
         top = list(r.attributes["named"].items())
         assert top[0][0] == r.label and len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1]
         assert r.confidence == pytest.approx(0.8 * top[0][1], abs=1e-3)
     truth = [readable_label(label) for _, label in picture.boxes]
-    known = [(r.label, t) for r, t in zip(named, truth, strict=True) if t in naming.ART_LABELS]
+    known = [(r.label, t) for r, t in zip(named, truth, strict=True) if t in vocabulary.ART_LABELS]
     right = sum(label == t for label, t in known) / len(known)
     # Measured 0.17 (30 of 179) with the shipped head; picking at random would get 1 in ~120.
     assert right >= 0.1, right
@@ -288,13 +289,13 @@ def test_regions_are_named_from_the_embedder_better_than_chance(busy_picture: Pa
 
 def test_the_vocabulary_comes_from_settings_and_phrases_are_prompted(settings) -> None:  # type: ignore[no-untyped-def]
     settings.SEMART_REGION_LABELS = [" halo", "lily", "", "halo"]
-    assert naming.region_labels() == ("halo", "lily")
+    assert vocabulary.region_labels() == ("halo", "lily")
     settings.SEMART_REGION_LABELS = []
-    assert naming.region_labels() == naming.ART_LABELS
-    assert naming.prompt("halo") == "a painting of a halo"
-    assert naming.prompt("angel") == "a painting of an angel"
-    assert naming.prompt("the Virgin Mary") == "a painting of the Virgin Mary"
-    assert naming.prompt("Christ") == "a painting of Christ"
+    assert vocabulary.region_labels() == vocabulary.ART_LABELS
+    assert vocabulary.prompt("halo") == "a painting of a halo"
+    assert vocabulary.prompt("angel") == "a painting of an angel"
+    assert vocabulary.prompt("the Virgin Mary") == "a painting of the Virgin Mary"
+    assert vocabulary.prompt("Christ") == "a painting of Christ"
     with pytest.raises(ValueError, match="no labels"):
         naming.name_regions(Image.new("RGB", (8, 8)), [Region((0, 0, 1, 1), UNLABELLED, 1.0)], None, [])  # type: ignore[arg-type]
 

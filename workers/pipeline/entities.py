@@ -11,6 +11,7 @@ from django.db import transaction
 from collections_app.models import Detail, DetailLevel, Placement, ReviewState, Stage
 from workers.inference.base import Detector, Region
 from workers.inference.registry import get_detector, get_embedder
+from workers.inference.vocabulary import region_labels
 from workers.pipeline import geometry, naming
 from workers.pipeline.state import artwork_lock, invalidate_stages, step_version, working_image_open
 
@@ -83,7 +84,7 @@ def entities_version(detector: Detector) -> str:
     embedder or vocabulary names them again. At most 120 characters, the column's size."""
     if detector.names_regions:
         return detector.model_key
-    suffix = f"+names-{naming.naming_version(get_embedder(), naming.region_labels())}"
+    suffix = f"+names-{naming.naming_version(get_embedder(), region_labels())}"
     return detector.model_key[: 120 - len(suffix)] + suffix
 
 
@@ -101,7 +102,7 @@ def stage_entities(*, artwork_id: int, force: bool = False) -> str:
         image = working_image_open(artwork)
         found = detector.detect(image)
         if not detector.names_regions:
-            found = naming.name_regions(image, found, get_embedder(), naming.region_labels())
+            found = naming.name_regions(image, found, get_embedder(), region_labels())
         regions = regions_deduplicate(found)
         best = {r.label: r for r in sorted(detector.place(image), key=lambda r: r.confidence)}  # one a label
         placements = [_placement_from_region(artwork_id, r, version) for r in best.values()]

@@ -3,12 +3,12 @@ each region with the phrases of a vocabulary and gives it the nearest one.
 
 Without names, a production detector's details could not be found by the word legs (labels are indexed),
 captioned from their label, grouped by what they are, or chosen as the region a query names
-(``search_app.reranking.route_label``). The vocabulary is ``settings.SEMART_REGION_LABELS`` (the art
-vocabulary below when empty). Each phrase is embedded once per embedder version, as "a painting of a
-halo"; a region takes the phrase with the highest cosine, and its confidence becomes the detector's times
-the phrase's softmax probability over the vocabulary (cosines times ``SCALE``, CLIP's logit scale), so that
-among the details with one label the best named comes first. The top three phrases and their
-probabilities are kept in the region's attributes.
+(``search_app.reranking.route_label``). The vocabulary is ``workers.inference.vocabulary.region_labels()``
+(``settings.SEMART_REGION_LABELS``, else the art vocabulary). Each phrase is embedded once per embedder
+version, as "a painting of a halo"; a region takes the phrase with the highest cosine, and its confidence
+becomes the detector's times the phrase's softmax probability over the vocabulary (cosines times
+``SCALE``, CLIP's logit scale), so that among the details with one label the best named comes first. The
+top three phrases and their probabilities are kept in the region's attributes.
 """
 
 from __future__ import annotations
@@ -21,56 +21,17 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
-from django.conf import settings
 
 from workers.inference.base import Embedder, Region
+from workers.inference.vocabulary import prompt
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
 SCALE = 100.0
 
-# What a detail of a European painting, icon or print most often is: figures, attributes of saints,
-# animals, things held, places. Bare phrases as stored on details ("halo", "the Virgin Mary"), the words the
-# offline detector's labels and the search's label routing use.
-ART_LABELS: tuple[str, ...] = (
-    # figures
-    "angel", "saint", "the Virgin Mary", "Christ", "the Christ Child", "the crucified Christ",
-    "God the Father", "Virgin and Child", "apostle", "prophet", "bishop", "monk", "nun", "pope", "king",
-    "queen", "knight", "soldier", "shepherd", "putto", "demon", "person", "woman", "man", "child", "crowd",
-    "donor",
-    # parts of figures
-    "face", "hand", "blessing hand of Christ", "halo", "wings", "beard", "robe", "mantle", "armour",
-    # things held or worn
-    "book", "scroll", "crown", "crown of thorns", "mitre", "cross", "crucifix", "sceptre", "orb", "sword",
-    "spear", "shield", "banner", "chalice", "key", "lily", "palm branch", "flower", "skull", "candle",
-    "lamp", "lute", "harp", "trumpet", "staff", "jewel", "vase", "basket", "basin", "bowl", "cup", "throne",
-    "table", "bed", "tomb",
-    # animals
-    "lion", "lamb", "dove", "horse", "dragon", "dog", "ox", "donkey", "eagle", "serpent", "fish", "bird",
-    "deer", "sheep", "camel",
-    # places and nature
-    "church", "castle", "tower", "town", "house", "ruin", "bridge", "ship", "boat", "tree", "mountain",
-    "rock", "river", "sea", "clouds", "sky", "moon", "sun", "star", "garden", "landscape", "column", "arch",
-    "window", "curtain", "floor",
-)  # fmt: skip
-
 _cache: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
 _cache_lock = threading.Lock()
-
-
-def region_labels() -> tuple[str, ...]:
-    """The vocabulary regions are named from: ``SEMART_REGION_LABELS``, else ``ART_LABELS``."""
-    labels = tuple(dict.fromkeys(s.strip() for s in settings.SEMART_REGION_LABELS if s.strip()))
-    return labels or ART_LABELS
-
-
-def prompt(label: str) -> str:
-    """How a phrase is embedded: "a painting of a halo", "... of an angel", "... of the Virgin Mary"."""
-    if label[:1].isupper() or label.lower().startswith(("the ", "a ", "an ")):
-        return f"a painting of {label}"
-    article = "an" if label[:1].lower() in "aeiou" else "a"
-    return f"a painting of {article} {label}"
 
 
 def naming_version(embedder: Embedder, labels: Sequence[str]) -> str:
