@@ -598,6 +598,155 @@ def test_sam_angle_of_a_tilted_mask() -> None:
     assert abs(region.angle) == pytest.approx(30.0, abs=2.0)
 
 
+# --- OWLv2 --------------------------------------------------------------------------------------------------
+
+OWL_LABELS = ["halo", "book", "horse", "angel"]
+
+
+@pytest.fixture(scope="session")
+def owl_dir(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessorPil
+
+    folder = tmp_path_factory.mktemp("tiny-owlv2")
+    tokenizer, vocab = _tokenizer(
+        specials=["<pad>", "<unk>", "<s>", "</s>"],
+        template=("<s>", "</s>"),
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+    )
+    tower = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2}
+    config = Owlv2Config(
+        text_config={
+            **tower,
+            "vocab_size": len(vocab),
+            "max_position_embeddings": 16,
+            "bos_token_id": vocab["<s>"],
+            "eos_token_id": vocab["</s>"],
+            "pad_token_id": vocab["<pad>"],
+        },
+        vision_config={**tower, "image_size": 64, "patch_size": 16},
+        projection_dim=32,  # OWL compares patch embeddings with the projected queries: same width
+    )
+    Owlv2ForObjectDetection(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    Owlv2ImageProcessorPil(size={"height": 64, "width": 64}).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def owl(owl_dir):  # type: ignore[no-untyped-def]
+    from workers.inference.production.owl import Owlv2Detector
+
+    # Random weights score every phrase near 0.5, so the thresholds are opened to see every path.
+    return Owlv2Detector(
+        device="cpu",
+        checkpoint=str(owl_dir),
+        labels=OWL_LABELS,
+        threshold=0.0,
+        place_threshold=0.0,
+        per_label=2,
+    )
+
+
+def test_owl_finds_each_phrase_by_name_in_valid_boxes(owl) -> None:  # type: ignore[no-untyped-def]
+    from workers.inference.production.owl import MIN_SIDE
+
+    picture = _image(3, (96, 48))
+    regions = owl.detect(picture)
+    assert regions and {r.label for r in regions} <= set(OWL_LABELS)
+    assert all(sum(r.label == label for r in regions) <= 2 for label in OWL_LABELS)
+    for r in regions:
+        x, y, w, h = r.box
+        assert x >= 0.0 and y >= 0.0 and w > 0 and h > 0 and x + w <= 1 + 1e-9 and y + h <= 1 + 1e-9
+        assert 0.0 <= r.confidence <= 1.0 and r.source == "owlv2"
+    assert [r.confidence for r in regions] == sorted((r.confidence for r in regions), reverse=True)
+    boxes, probabilities = owl.scores(picture)
+    assert probabilities.shape == (16, len(OWL_LABELS)) and boxes.shape == (16, 4)  # 4x4 patches
+    # Slivers and boxes in the padding score nothing; each phrase's best region is its best patch.
+    assert (probabilities[(boxes[:, 2] < MIN_SIDE) | (boxes[:, 3] < MIN_SIDE)] == 0).all()
+    for label in {r.label for r in regions}:
+        j = OWL_LABELS.index(label)
+        best = max(r.confidence for r in regions if r.label == label)
+        assert best == pytest.approx(float(probabilities[:, j].max()), abs=1e-6)
+
+
+def test_owl_places_each_phrase_once_where_it_scores_best(owl, owl_dir) -> None:  # type: ignore[no-untyped-def]
+    from workers.inference.production.owl import MIN_SIDE, Owlv2Detector
+
+    picture = _image(4, (64, 96))
+    placed = owl.place(picture)
+    assert sorted(r.label for r in placed) == sorted(OWL_LABELS)
+    boxes, probabilities = owl.scores(picture)
+    for r in placed:
+        j = OWL_LABELS.index(r.label)
+        assert r.confidence == pytest.approx(float(probabilities[:, j].max()))
+        assert r.box[2] >= MIN_SIDE and r.box[3] >= MIN_SIDE
+    strict = Owlv2Detector(
+        device="cpu", checkpoint=str(owl_dir), labels=OWL_LABELS, threshold=1.01, place_threshold=1.01
+    )
+    assert strict.place(picture) == [] and strict.detect(picture) == []  # nothing scores above 1
+
+
+def test_owl_pads_to_a_square_and_maps_boxes_back() -> None:
+    from workers.inference.production.owl import image_boxes
+
+    # A landscape picture 200x100 padded to 200x200: the picture is the top half of the square.
+    centred = np.array(
+        [
+            [0.5, 0.25, 1.0, 0.5],  # the whole picture
+            [0.25, 0.125, 0.5, 0.25],  # its top-left quarter
+            [0.5, 0.75, 1.0, 0.5],  # the padding only
+            [0.5, 0.5, 1.0, 1.0],  # picture and padding: clipped to the picture
+        ]
+    )
+    boxes = image_boxes(centred, (200, 100))
+    np.testing.assert_allclose(boxes[0], [0, 0, 1, 1], atol=1e-9)
+    np.testing.assert_allclose(boxes[1], [0, 0, 0.5, 0.5], atol=1e-9)
+    assert boxes[2][3] == 0.0  # empty: not a place in the picture
+    np.testing.assert_allclose(boxes[3], [0, 0, 1, 1], atol=1e-9)
+
+
+def test_owl_version_follows_checkpoint_and_vocabulary(owl_dir) -> None:  # type: ignore[no-untyped-def]
+    from workers.inference.production.owl import Owlv2Detector
+
+    a = Owlv2Detector(checkpoint=str(owl_dir), labels=["halo"])
+    b = Owlv2Detector(checkpoint=str(owl_dir), labels=["halo", "lily"])
+    assert a.model_key != b.model_key and a.model_key.startswith(f"owlv2@{owl_dir.name}+v")
+    assert len(a.model_key) <= 120
+
+
+@pytest.mark.django_db
+def test_owl_entities_and_placements_through_the_pipeline(owl, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from django.core.files.base import ContentFile
+
+    from collections_app.models import Detail, Placement, Stage
+    from tests.factories import ArtworkFactory
+    from workers.inference import registry
+    from workers.pipeline import entities, fetch
+    from workers.pipeline.state import step_begin, step_finish
+
+    real = registry.get_model
+    monkeypatch.setattr(
+        registry, "get_model", lambda role, key=None: owl if role == "detector" else real(role, key)
+    )
+    artwork = ArtworkFactory()
+    buffer = io.BytesIO()
+    _image(5, (160, 96)).save(buffer, "JPEG")
+    artwork.image.save("owl.jpg", ContentFile(buffer.getvalue()), save=True)
+    for stage, service in ((Stage.FETCH, fetch.stage_fetch), (Stage.ENTITIES, entities.stage_entities)):
+        step_begin(artwork_id=artwork.pk, stage=stage)
+        version = service(artwork_id=artwork.pk)
+        step_finish(artwork_id=artwork.pk, stage=stage, model_version=version)
+    assert version == owl.model_key  # OWLv2 names what it finds: no naming step
+    assert {d.label for d in Detail.objects.filter(artwork=artwork)} <= set(OWL_LABELS)
+    placed = Placement.objects.filter(artwork=artwork).values_list("label", flat=True)
+    assert sorted(placed) == sorted(OWL_LABELS)
+
+
 # --- Qwen3-VL ---------------------------------------------------------------------------------------------
 
 QWEN_SPECIALS = [

@@ -26,6 +26,7 @@ BACKENDS: dict[str, dict[str, str]] = {
     "detector": {
         "offline-ssd-windows": "workers.inference.offline.detector.OfflineDetector",
         "sam": "workers.inference.production.sam.SamDetector",
+        "owlv2": "workers.inference.production.owl.Owlv2Detector",
     },
     "captioner": {
         "composed": "workers.inference.captions.ComposedCaptioner",
