@@ -300,6 +300,42 @@ def test_detector_places_each_label_it_finds(detector: OfflineDetector, art_dev:
     assert unplaced.place(picture) == [] and "+place-" not in unplaced.model_key
 
 
+def test_head_squares_sit_at_the_top_of_each_person_inside_the_picture() -> None:
+    from workers.inference.offline.detector import head_squares
+
+    assert head_squares([(0.2, 0.1, 0.4, 0.8)], 0.5) == [pytest.approx((0.3, 0.1, 0.2, 0.2))]
+    # At the picture's edges the square moves (sideways) or is cut (at the bottom), never leaves it.
+    left, right, low = head_squares([(0.0, 0.0, 0.1, 0.5), (0.9, 0.2, 0.1, 0.3), (0.2, 0.95, 0.4, 0.05)], 0.8)
+    assert left == pytest.approx((0.01, 0.0, 0.08, 0.08))
+    assert right == pytest.approx((0.91, 0.2, 0.08, 0.08))
+    assert low == pytest.approx((0.24, 0.95, 0.32, 0.05))
+    assert head_squares([]) == []
+
+
+def test_haloes_are_placed_on_a_persons_head_when_there_are_people(
+    detector: OfflineDetector, art_dev: Path
+) -> None:
+    from workers.inference.offline.detector import head_squares
+
+    picture = _open(art_dev, "A0319")
+    found = detector.detect(picture)
+    people = [r.box for r in found if r.label == "person"]
+    assert people, "A0319 has people in it"
+    with_people = {r.label: r for r in detector.place(picture, found)}
+    alone = {r.label: r for r in detector.place(picture)}
+    assert "halo" in with_people and with_people.keys() == alone.keys()
+    halo = with_people["halo"]
+    assert halo.attributes["on_head"] and halo.box in head_squares(people)
+    assert not alone["halo"].attributes["on_head"]
+    # Only haloes move: every other label is where the windows put it.
+    for label, region in with_people.items():
+        if label != "halo":
+            assert region.box == alone[label].box and not region.attributes["on_head"]
+    off = OfflineDetector(device="cpu", head_side=0)
+    assert off.place(picture, found)[0].box == detector.place(picture)[0].box
+    assert not any(r.attributes["on_head"] for r in off.place(picture, found))
+
+
 @pytest.mark.parametrize("loss", ["pointwise", "listwise"])
 def test_fit_learns_tight_windows_from_their_features(loss: str) -> None:
     rng = np.random.default_rng(0)

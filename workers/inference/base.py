@@ -146,14 +146,15 @@ class Detector(Model):
     @abstractmethod
     def _detect(self, image: Image) -> list[Region]: ...
 
-    def place(self, image: Image) -> list[Region]:
+    def place(self, image: Image, found: Sequence[Region] = ()) -> list[Region]:
         """Where to show each thing found, one region a label, when it is not simply one of the detected
         regions (a detector may place better than it searches): stored as Placements, shown, never
-        searched. Empty unless the detector has such a model."""
+        searched. ``found`` is what ``detect`` returned for the same picture, for a detector that places
+        from it. Empty unless the detector has such a model."""
         self.load()
-        return self._place(image)
+        return self._place(image, found)
 
-    def _place(self, image: Image) -> list[Region]:
+    def _place(self, image: Image, found: Sequence[Region]) -> list[Region]:
         return []
 
 

@@ -104,7 +104,8 @@ def stage_entities(*, artwork_id: int, force: bool = False) -> str:
         if not detector.names_regions:
             found = naming.name_regions(image, found, get_embedder(), region_labels())
         regions = regions_deduplicate(found)
-        best = {r.label: r for r in sorted(detector.place(image), key=lambda r: r.confidence)}  # one a label
+        placed = sorted(detector.place(image, found), key=lambda r: r.confidence)
+        best = {r.label: r for r in placed}  # one a label, the most confident
         placements = [_placement_from_region(artwork_id, r, version) for r in best.values()]
         Detail.objects.filter(artwork_id=artwork_id, review_state=ReviewState.UNREVIEWED).delete()
         Detail.objects.bulk_create([_detail_from_region(artwork_id, r, version) for r in regions])

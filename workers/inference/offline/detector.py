@@ -17,7 +17,10 @@ Two sources of candidate regions:
 Beside the regions, ``place`` gives one window for each phrase the head may see in the picture (some
 window's probability >= ``placement_threshold``, 0.2): the one the **placer** (a second localiser, trained
 with the listwise loss: assets/placer.npz) puts most on it. The site shows it for a query naming the
-phrase; it is never searched (collections_app.models.Placement).
+phrase; it is never searched (collections_app.models.Placement). Haloes sit on heads and most are smaller
+than the smallest window: in a picture where the detector found people, a halo is placed on the *head
+square* of one of them (``head_squares``: the top of the person's box, ``head_side`` of its width), the one
+the placer puts most on a halo (version 3; docs/evaluation.md).
 
 FINDINGS.md: window classification finds *what* is in a picture far better than *where*; the head's best
 window for a label hit the true box about as often as a random one (region hit@10 0.08 on held-out
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +74,10 @@ ART_PLAUSIBLE_COCO = {
 logger = logging.getLogger(__name__)
 
 WINDOW_SIDES = (0.5, 0.33, 0.2)  # of the picture's shorter side
+# Things placed on a person's head when the picture has people, and the head square's side (of the person
+# box's width): 0.5 of 0.4-0.7 was chosen on the head's training pictures (docs/evaluation.md).
+ON_HEADS = ("halo",)
+HEAD_SIDE = 0.5
 WINDOW_STRIDE = 0.5  # of the window side
 LOCAL_LOCALISER_NAME = "offline-localiser.npz"
 LOCAL_PLACER_NAME = "offline-placer.npz"
@@ -134,7 +142,7 @@ def _starts(size: float) -> list[float]:
 
 class OfflineDetector(Detector):
     key = "offline-ssd-windows"
-    version = "2"  # 2: windows placed by the localiser
+    version = "3"  # 2: windows placed by the localiser; 3: haloes placed on heads
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -148,6 +156,7 @@ class OfflineDetector(Detector):
         # ``threshold`` (what makes details), since a placement is only shown for a query naming the label
         # (0.2 chosen on the head's training pictures: docs/evaluation.md).
         self.placement_threshold = float(self.options.get("placement_threshold", 0.2))
+        self.head_side = float(self.options.get("head_side", HEAD_SIDE))  # 0: haloes placed like the rest
         self._net: Any = None
         self._net_lock = threading.Lock()
         self._embedder: OfflineEmbedder | None = None
@@ -275,9 +284,7 @@ class OfflineDetector(Detector):
                 )
         return regions
 
-    def _scored_windows(
-        self, image: Image, localiser: Localiser
-    ) -> tuple[list[Box], np.ndarray, np.ndarray]:
+    def _scored_windows(self, image: Image, localiser: Localiser) -> tuple[list[Box], np.ndarray, np.ndarray]:
         """The localiser's windows of an RGB picture, with the head's probability that each contains each
         of the localiser's phrases and the localiser's that it sits on it (both (windows, phrases)). The
         dense grid behind the features is the embedder's cached one, so the detector's localiser and its
@@ -301,23 +308,39 @@ class OfflineDetector(Detector):
             for i in chosen
         ]
 
-    def _place(self, image: Image) -> list[Region]:
+    def _place(self, image: Image, found: Sequence[Region]) -> list[Region]:
         """For each phrase the head may see in the picture (``placement_threshold``), the one window the
-        placer puts most on it: what the site outlines when a query names the phrase."""
+        placer puts most on it: what the site outlines when a query names the phrase. A phrase of
+        ``ON_HEADS`` in a picture with people (``found`` labelled "person") goes to the head square the
+        placer puts most on it instead."""
         placer = self.placer
         if placer is None:
             return []
-        windows, contains, placed = self._scored_windows(image.convert("RGB"), placer)
-        return [
-            Region(
-                box=windows[int(placed[:, j].argmax())],
-                label=placer.phrases[j],
-                confidence=float(placed[:, j].max()),
-                source="placement",
-                attributes={"placer": placer.version},
+        rgb = image.convert("RGB")
+        windows, contains, placed = self._scored_windows(rgb, placer)
+        heads: list[Box] = []
+        if self.head_side > 0 and any(p in placer.phrases for p in ON_HEADS):
+            heads = head_squares([r.box for r in found if r.label == "person"], self.head_side)
+        if heads:
+            features = self.embedder.region_features(rgb, heads)
+            head_scores = placer.head_scores(features, self.embedder.head)
+            on_heads = placer.probabilities(features, head_scores, np.asarray(heads))
+        regions = []
+        for j in np.flatnonzero(contains.max(axis=0) >= self.placement_threshold):
+            boxes, scores = windows, placed[:, j]
+            if heads and placer.phrases[j] in ON_HEADS:
+                boxes, scores = heads, on_heads[:, j]
+            i = int(scores.argmax())
+            regions.append(
+                Region(
+                    box=boxes[i],
+                    label=placer.phrases[j],
+                    confidence=float(scores[i]),
+                    source="placement",
+                    attributes={"placer": placer.version, "on_head": boxes is heads},
+                )
             )
-            for j in np.flatnonzero(contains.max(axis=0) >= self.placement_threshold)
-        ]
+        return regions
 
     def chosen_windows(
         self, contains: np.ndarray, placed: np.ndarray, boxes: np.ndarray
@@ -333,6 +356,19 @@ class OfflineDetector(Detector):
                 kept = nms(boxes[members], placed[members, j], self.nms_iou)[: self.per_phrase]
                 out.append((int(j), [int(members[k]) for k in kept]))
         return out
+
+
+def head_squares(people: Sequence[Box], side: float = HEAD_SIDE) -> list[Box]:
+    """For each person box, the square at its top, ``side`` of its width wide (as far as the picture allows),
+    centred on it: where a figure's head, and its halo, usually are."""
+    squares = []
+    for x, y, w, _ in people:
+        edge = min(side * w, 1.0)
+        left = min(max(x + w / 2 - edge / 2, 0.0), 1.0 - edge)
+        height = min(edge, 1.0 - y)
+        if edge > 0 and height > 0:
+            squares.append((left, y, edge, height))
+    return squares
 
 
 def _clip_box(x1: float, y1: float, x2: float, y2: float) -> Box | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -141,7 +142,7 @@ class Owlv2Detector(Detector):
         regions.sort(key=lambda r: -r.confidence)
         return regions[: self.max_regions]
 
-    def _place(self, image: Image) -> list[Region]:
+    def _place(self, image: Image, found: Sequence[Region]) -> list[Region]:
         boxes, probabilities = self.scores(image)
         placed = []
         for j in np.flatnonzero(probabilities.max(axis=0) >= max(self.place_threshold, 1e-9)):

@@ -27,6 +27,7 @@ from workers.inference.production.checkpoints import (
 if TYPE_CHECKING:
     from PIL.Image import Image
 
+
 class SamDetector(Detector):
     """Meta SAM (default ``facebook/sam-vit-base``). Env: ``SEMART_SAM_CHECKPOINT``.
 
