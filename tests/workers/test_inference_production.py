@@ -629,6 +629,7 @@ def owl_dir(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
         vision_config={**tower, "image_size": 64, "patch_size": 16},
         projection_dim=32,  # OWL compares patch embeddings with the projected queries: same width
     )
+    torch.manual_seed(0)  # the same random model whichever fixtures ran before
     Owlv2ForObjectDetection(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     Owlv2ImageProcessorPil(size={"height": 64, "width": 64}).save_pretrained(folder)
