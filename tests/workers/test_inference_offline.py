@@ -312,10 +312,10 @@ def test_head_squares_sit_at_the_top_of_each_person_inside_the_picture() -> None
     assert head_squares([]) == []
 
 
-def test_haloes_are_placed_on_a_persons_head_when_there_are_people(
+def test_haloes_and_figures_are_placed_on_people_when_there_are_some(
     detector: OfflineDetector, art_dev: Path
 ) -> None:
-    from workers.inference.offline.detector import head_squares
+    from workers.inference.offline.detector import ON_FIGURES, ON_HEADS, head_squares
 
     picture = _open(art_dev, "A0319")
     found = detector.detect(picture)
@@ -323,17 +323,17 @@ def test_haloes_are_placed_on_a_persons_head_when_there_are_people(
     assert people, "A0319 has people in it"
     with_people = {r.label: r for r in detector.place(picture, found)}
     alone = {r.label: r for r in detector.place(picture)}
-    assert "halo" in with_people and with_people.keys() == alone.keys()
-    halo = with_people["halo"]
-    assert halo.attributes["on_head"] and halo.box in head_squares(people)
-    assert not alone["halo"].attributes["on_head"]
-    # Only haloes move: every other label is where the windows put it.
+    assert with_people.keys() == alone.keys() and "halo" in with_people and "saint" in with_people
     for label, region in with_people.items():
-        if label != "halo":
-            assert region.box == alone[label].box and not region.attributes["on_head"]
-    off = OfflineDetector(device="cpu", head_side=0)
-    assert off.place(picture, found)[0].box == detector.place(picture)[0].box
-    assert not any(r.attributes["on_head"] for r in off.place(picture, found))
+        assert alone[label].attributes["on"] == "window"  # nobody found: every phrase on a window
+        if label in ON_HEADS:
+            assert region.attributes["on"] == "head" and region.box in head_squares(people)
+        elif label in ON_FIGURES:
+            assert region.attributes["on"] == "figure" and region.box in people
+        else:  # the rest are where the windows put them
+            assert region.attributes["on"] == "window" and region.box == alone[label].box
+    off = OfflineDetector(device="cpu", on_people=False)
+    assert [r.box for r in off.place(picture, found)] == [r.box for r in detector.place(picture)]
 
 
 @pytest.mark.parametrize("loss", ["pointwise", "listwise"])

@@ -17,14 +17,11 @@ Two sources of candidate regions:
 Beside the regions, ``place`` gives one window for each phrase the head may see in the picture (some
 window's probability >= ``placement_threshold``, 0.2): the one the **placer** (a second localiser, trained
 with the listwise loss: assets/placer.npz) puts most on it. The site shows it for a query naming the
-phrase; it is never searched (collections_app.models.Placement). Haloes sit on heads and most are smaller
-than the smallest window: in a picture where the detector found people, a halo is placed on the *head
-square* of one of them (``head_squares``: the top of the person's box, ``head_side`` of its width), the one
-the placer puts most on a halo (version 3; docs/evaluation.md).
-
-FINDINGS.md: window classification finds *what* is in a picture far better than *where*; the head's best
-window for a label hit the true box about as often as a random one (region hit@10 0.08 on held-out
-pictures). The localiser was trained for *where*: docs/evaluation.md has its held-out figures.
+phrase; it is never searched (collections_app.models.Placement). Where the detector found people, some
+phrases are placed on one of them instead: a halo (most are smaller than the smallest window) on a *head
+square* (``head_squares``: the top of a person's box, ``head_side`` of its width), a saint, Christ or the
+Virgin on a person box, the one the placer puts most on the phrase (versions 3 and 4;
+docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -74,9 +71,12 @@ ART_PLAUSIBLE_COCO = {
 logger = logging.getLogger(__name__)
 
 WINDOW_SIDES = (0.5, 0.33, 0.2)  # of the picture's shorter side
-# Things placed on a person's head when the picture has people, and the head square's side (of the person
-# box's width): 0.5 of 0.4-0.7 was chosen on the head's training pictures (docs/evaluation.md).
+# Phrases placed on people when the picture has some (``OfflineDetector._place``): on a head square (the top
+# of a person box, HEAD_SIDE of its width) or on a whole person box. Chosen on the head's training pictures,
+# phrase by phrase, against the placer's window (docs/evaluation.md): the angel (wings) and the Christ Child
+# (small, held) stayed on windows; 0.5 of 0.4-0.7 for the head square.
 ON_HEADS = ("halo",)
+ON_FIGURES = ("saint", "Christ", "the Virgin Mary", "person")
 HEAD_SIDE = 0.5
 WINDOW_STRIDE = 0.5  # of the window side
 LOCAL_LOCALISER_NAME = "offline-localiser.npz"
@@ -142,7 +142,7 @@ def _starts(size: float) -> list[float]:
 
 class OfflineDetector(Detector):
     key = "offline-ssd-windows"
-    version = "3"  # 2: windows placed by the localiser; 3: haloes placed on heads
+    version = "4"  # 2: windows placed by the localiser; 3: haloes on heads; 4: and figures on people
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -156,7 +156,8 @@ class OfflineDetector(Detector):
         # ``threshold`` (what makes details), since a placement is only shown for a query naming the label
         # (0.2 chosen on the head's training pictures: docs/evaluation.md).
         self.placement_threshold = float(self.options.get("placement_threshold", 0.2))
-        self.head_side = float(self.options.get("head_side", HEAD_SIDE))  # 0: haloes placed like the rest
+        self.head_side = float(self.options.get("head_side", HEAD_SIDE))
+        self.on_people = bool(self.options.get("on_people", True))  # False: everything placed on windows
         self._net: Any = None
         self._net_lock = threading.Lock()
         self._embedder: OfflineEmbedder | None = None
@@ -310,34 +311,41 @@ class OfflineDetector(Detector):
 
     def _place(self, image: Image, found: Sequence[Region]) -> list[Region]:
         """For each phrase the head may see in the picture (``placement_threshold``), the one window the
-        placer puts most on it: what the site outlines when a query names the phrase. A phrase of
-        ``ON_HEADS`` in a picture with people (``found`` labelled "person") goes to the head square the
-        placer puts most on it instead."""
+        placer puts most on it: what the site outlines when a query names the phrase. In a picture with
+        people (``found`` labelled "person"), a phrase of ``ON_HEADS`` goes instead to the head square,
+        and one of ``ON_FIGURES`` to the person box, that the placer puts most on it (``on`` in the
+        region's attributes says which: "window", "head" or "figure")."""
         placer = self.placer
         if placer is None:
             return []
         rgb = image.convert("RGB")
         windows, contains, placed = self._scored_windows(rgb, placer)
-        heads: list[Box] = []
-        if self.head_side > 0 and any(p in placer.phrases for p in ON_HEADS):
-            heads = head_squares([r.box for r in found if r.label == "person"], self.head_side)
-        if heads:
-            features = self.embedder.region_features(rgb, heads)
-            head_scores = placer.head_scores(features, self.embedder.head)
-            on_heads = placer.probabilities(features, head_scores, np.asarray(heads))
+        people = [r.box for r in found if r.label == "person"] if self.on_people else []
+        candidates = {"head": head_squares(people, self.head_side), "figure": list(people)}
+        scored = {}
+        for kind, boxes in candidates.items():
+            if boxes:
+                features = self.embedder.region_features(rgb, boxes)
+                contain = placer.head_scores(features, self.embedder.head)
+                scored[kind] = placer.probabilities(features, contain, np.asarray(boxes))
         regions = []
         for j in np.flatnonzero(contains.max(axis=0) >= self.placement_threshold):
-            boxes, scores = windows, placed[:, j]
-            if heads and placer.phrases[j] in ON_HEADS:
-                boxes, scores = heads, on_heads[:, j]
+            phrase = placer.phrases[j]
+            kind = "head" if phrase in ON_HEADS else "figure" if phrase in ON_FIGURES else "window"
+            if kind not in scored:
+                kind = "window"
+            if kind == "window":
+                boxes, scores = windows, placed[:, j]
+            else:
+                boxes, scores = candidates[kind], scored[kind][:, j]
             i = int(scores.argmax())
             regions.append(
                 Region(
                     box=boxes[i],
-                    label=placer.phrases[j],
+                    label=phrase,
                     confidence=float(scores[i]),
                     source="placement",
-                    attributes={"placer": placer.version, "on_head": boxes is heads},
+                    attributes={"placer": placer.version, "on": kind},
                 )
             )
         return regions

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 PAD_GREY = 128  # OWLv2 pads with 0.5 after rescaling to 0..1
-MIN_SIDE = 0.01  # narrower or lower, of the picture, is a sliver (or in the padding): the pipeline drops it too
+MIN_SIDE = 0.01  # a box side under this (of the picture) is a sliver or padding; the pipeline drops it too
 
 
 class Owlv2Detector(Detector):
