@@ -109,6 +109,7 @@ class Owlv2Detector(Detector):
         place in the picture (a side under ``MIN_SIDE``)."""
         import torch
 
+        self.load()
         key = hashlib.blake2b(image.convert("RGB").tobytes(), digest_size=16).hexdigest() + str(image.size)
         with self._last_lock:
             if self._last is not None and self._last[0] == key:
