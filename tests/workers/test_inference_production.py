@@ -89,6 +89,30 @@ def _tokenizer(*, specials: list[str], template: tuple[str, str] | None, **named
     return tokenizer, vocab
 
 
+TINY_TOWER = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2}
+
+
+def _clip_text(*, max_positions: int):  # type: ignore[no-untyped-def]
+    """The CLIP-style tokenizer (<s> text </s>) and tiny text tower of the CLIP and OWLv2 checkpoints."""
+    tokenizer, vocab = _tokenizer(
+        specials=["<pad>", "<unk>", "<s>", "</s>"],
+        template=("<s>", "</s>"),
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+    )
+    text_config = {
+        **TINY_TOWER,
+        "vocab_size": len(vocab),
+        "max_position_embeddings": max_positions,
+        "bos_token_id": vocab["<s>"],
+        "eos_token_id": vocab["</s>"],
+        "pad_token_id": vocab["<pad>"],
+    }
+    return tokenizer, text_config
+
+
 def _image(seed: int, size: tuple[int, int] = (96, 64)) -> Image.Image:
     """A picture with shapes on it, so crops and masks differ from one another."""
     rng = np.random.default_rng(seed)
@@ -179,34 +203,10 @@ def clip_dir(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
 
     folder = tmp_path_factory.mktemp("tiny-clip")
-    tokenizer, vocab = _tokenizer(
-        specials=["<pad>", "<unk>", "<s>", "</s>"],
-        template=("<s>", "</s>"),
-        pad_token="<pad>",
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-    )
+    tokenizer, text_config = _clip_text(max_positions=24)
     config = CLIPConfig(
-        text_config={
-            "vocab_size": len(vocab),
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 24,
-            "bos_token_id": vocab["<s>"],
-            "eos_token_id": vocab["</s>"],
-            "pad_token_id": vocab["<pad>"],
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
+        text_config=text_config,
+        vision_config={**TINY_TOWER, "image_size": 32, "patch_size": 8},
         projection_dim=16,
     )
     CLIPModel(config).save_pretrained(folder)
@@ -512,34 +512,44 @@ def test_sam_regions_have_valid_boxes_polygons_and_angles(sam) -> None:  # type:
     assert [r.box for r in sam.detect(_image(7))] == [r.box for r in regions]
 
 
-@pytest.mark.django_db
-def test_sam_details_are_named_by_the_entities_stage(sam, monkeypatch, settings) -> None:  # type: ignore[no-untyped-def]
-    """SAM does not name its masks: through the pipeline's entities stage they become details named from
-    the active embedder's vocabulary (here the offline one), keeping SAM's outlines."""
+def _through_the_entities_stage(detector, monkeypatch, picture: Image.Image):  # type: ignore[no-untyped-def]
+    """A new artwork with ``picture`` through the fetch and entities stages, as their tasks run them, with
+    ``detector`` as the active detector (the other roles as configured): (artwork, entities version)."""
     import io
 
     from django.core.files.base import ContentFile
 
-    from collections_app.models import Detail, Stage
+    from collections_app.models import Stage
     from tests.factories import ArtworkFactory
     from workers.inference import registry
     from workers.pipeline import entities, fetch
     from workers.pipeline.state import step_begin, step_finish
 
-    assert sam.names_regions is False
     real = registry.get_model
     monkeypatch.setattr(
-        registry, "get_model", lambda role, key=None: sam if role == "detector" else real(role, key)
+        registry, "get_model", lambda role, key=None: detector if role == "detector" else real(role, key)
     )
-    settings.SEMART_REGION_LABELS = ["halo", "book", "horse"]
     artwork = ArtworkFactory()
     buffer = io.BytesIO()
-    _image(7, (192, 128)).save(buffer, "JPEG")
-    artwork.image.save("sam.jpg", ContentFile(buffer.getvalue()), save=True)
+    picture.save(buffer, "JPEG")
+    artwork.image.save("picture.jpg", ContentFile(buffer.getvalue()), save=True)
+    version = ""
     for stage, service in ((Stage.FETCH, fetch.stage_fetch), (Stage.ENTITIES, entities.stage_entities)):
         step_begin(artwork_id=artwork.pk, stage=stage)
         version = service(artwork_id=artwork.pk)
         step_finish(artwork_id=artwork.pk, stage=stage, model_version=version)
+    return artwork, version
+
+
+@pytest.mark.django_db
+def test_sam_details_are_named_by_the_entities_stage(sam, monkeypatch, settings) -> None:  # type: ignore[no-untyped-def]
+    """SAM does not name its masks: through the pipeline's entities stage they become details named from
+    the active embedder's vocabulary (here the offline one), keeping SAM's outlines."""
+    from collections_app.models import Detail
+
+    assert sam.names_regions is False
+    settings.SEMART_REGION_LABELS = ["halo", "book", "horse"]
+    artwork, version = _through_the_entities_stage(sam, monkeypatch, _image(7, (192, 128)))
     assert version.startswith(f"{sam.model_key}+names-")
     details = list(Detail.objects.filter(artwork=artwork))
     assert details, "the random SAM found nothing to name"
@@ -608,25 +618,10 @@ def owl_dir(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessorPil
 
     folder = tmp_path_factory.mktemp("tiny-owlv2")
-    tokenizer, vocab = _tokenizer(
-        specials=["<pad>", "<unk>", "<s>", "</s>"],
-        template=("<s>", "</s>"),
-        pad_token="<pad>",
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-    )
-    tower = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2}
+    tokenizer, text_config = _clip_text(max_positions=16)
     config = Owlv2Config(
-        text_config={
-            **tower,
-            "vocab_size": len(vocab),
-            "max_position_embeddings": 16,
-            "bos_token_id": vocab["<s>"],
-            "eos_token_id": vocab["</s>"],
-            "pad_token_id": vocab["<pad>"],
-        },
-        vision_config={**tower, "image_size": 64, "patch_size": 16},
+        text_config=text_config,
+        vision_config={**TINY_TOWER, "image_size": 64, "patch_size": 16},
         projection_dim=32,  # OWL compares patch embeddings with the projected queries: same width
     )
     torch.manual_seed(0)  # the same random model whichever fixtures ran before
@@ -720,28 +715,9 @@ def test_owl_version_follows_checkpoint_and_vocabulary(owl_dir) -> None:  # type
 
 @pytest.mark.django_db
 def test_owl_entities_and_placements_through_the_pipeline(owl, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import io
+    from collections_app.models import Detail, Placement
 
-    from django.core.files.base import ContentFile
-
-    from collections_app.models import Detail, Placement, Stage
-    from tests.factories import ArtworkFactory
-    from workers.inference import registry
-    from workers.pipeline import entities, fetch
-    from workers.pipeline.state import step_begin, step_finish
-
-    real = registry.get_model
-    monkeypatch.setattr(
-        registry, "get_model", lambda role, key=None: owl if role == "detector" else real(role, key)
-    )
-    artwork = ArtworkFactory()
-    buffer = io.BytesIO()
-    _image(5, (160, 96)).save(buffer, "JPEG")
-    artwork.image.save("owl.jpg", ContentFile(buffer.getvalue()), save=True)
-    for stage, service in ((Stage.FETCH, fetch.stage_fetch), (Stage.ENTITIES, entities.stage_entities)):
-        step_begin(artwork_id=artwork.pk, stage=stage)
-        version = service(artwork_id=artwork.pk)
-        step_finish(artwork_id=artwork.pk, stage=stage, model_version=version)
+    artwork, version = _through_the_entities_stage(owl, monkeypatch, _image(5, (160, 96)))
     assert version == owl.model_key  # OWLv2 names what it finds: no naming step
     assert {d.label for d in Detail.objects.filter(artwork=artwork)} <= set(OWL_LABELS)
     placed = Placement.objects.filter(artwork=artwork).values_list("label", flat=True)
