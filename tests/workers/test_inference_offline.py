@@ -310,6 +310,8 @@ def test_head_squares_sit_at_the_top_of_each_person_inside_the_picture() -> None
     assert right == pytest.approx((0.91, 0.2, 0.08, 0.08))
     assert low == pytest.approx((0.24, 0.95, 0.32, 0.05))
     assert head_squares([]) == []
+    # Square in pixels: on a picture twice as wide as tall, twice as tall in fractions of the height.
+    assert head_squares([(0.2, 0.1, 0.4, 0.8)], 0.5, aspect=2.0) == [pytest.approx((0.3, 0.1, 0.2, 0.4))]
 
 
 def test_haloes_and_figures_are_placed_on_people_when_there_are_some(
@@ -327,7 +329,8 @@ def test_haloes_and_figures_are_placed_on_people_when_there_are_some(
     for label, region in with_people.items():
         assert alone[label].attributes["on"] == "window"  # nobody found: every phrase on a window
         if label in ON_HEADS:
-            assert region.attributes["on"] == "head" and region.box in head_squares(people)
+            aspect = picture.width / picture.height
+            assert region.attributes["on"] == "head" and region.box in head_squares(people, aspect=aspect)
         elif label in ON_FIGURES:
             assert region.attributes["on"] == "figure" and region.box in people
         else:  # the rest are where the windows put them

@@ -146,7 +146,9 @@ def _starts(size: float) -> list[float]:
 
 class OfflineDetector(Detector):
     key = "offline-ssd-windows"
-    version = "4"  # 2: windows placed by the localiser; 3: haloes on heads; 4: and figures on people
+    # 2: windows placed by the localiser; 3: haloes placed on heads; 4: figures on people; 5: head squares
+    # square in pixels
+    version = "5"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -325,7 +327,8 @@ class OfflineDetector(Detector):
         rgb = image.convert("RGB")
         windows, contains, placed = self._scored_windows(rgb, placer)
         people = [r.box for r in found if r.label == "person"] if self.on_people else []
-        candidates = {"head": head_squares(people, self.head_side), "figure": list(people)}
+        aspect = rgb.width / rgb.height
+        candidates = {"head": head_squares(people, self.head_side, aspect), "figure": list(people)}
         scored = {}
         for kind, boxes in candidates.items():
             if boxes:
@@ -370,15 +373,16 @@ class OfflineDetector(Detector):
         return out
 
 
-def head_squares(people: Sequence[Box], side: float = HEAD_SIDE) -> list[Box]:
-    """For each person box, the box at its top, ``side`` of its width wide and as tall in relative terms
-    (square on a square picture; as the rule was measured), centred on it and kept inside the picture:
-    where a figure's head, and its halo, usually are."""
+def head_squares(people: Sequence[Box], side: float = HEAD_SIDE, aspect: float = 1.0) -> list[Box]:
+    """For each person box, the square at its top, ``side`` of its width wide, centred on it and kept
+    inside the picture: where a figure's head, and its halo, usually are. Square in pixels: ``aspect`` is
+    the picture's width over its height, so the square is ``aspect`` times as tall, in fractions of the
+    height, as it is wide in fractions of the width."""
     squares = []
     for x, y, w, _ in people:
         edge = min(side * w, 1.0)
         left = min(max(x + w / 2 - edge / 2, 0.0), 1.0 - edge)
-        height = min(edge, 1.0 - y)
+        height = min(edge * aspect, 1.0 - y)
         if edge > 0 and height > 0:
             squares.append((left, y, edge, height))
     return squares
