@@ -128,6 +128,13 @@ class Embedder(Model):
     def _embed_images(self, images: list[Image]) -> np.ndarray: ...
 
 
+def image_key(image: Image) -> str:
+    """A key for a picture's content and size, for caches of what a model computed from it."""
+    import hashlib
+
+    return hashlib.blake2b(image.convert("RGB").tobytes(), digest_size=16).hexdigest() + f"{image.size}"
+
+
 # The label of a region its detector found without naming it (SAM): the entities stage names it from the
 # embedder (workers/pipeline/naming.py).
 UNLABELLED = "region"

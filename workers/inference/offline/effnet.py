@@ -10,7 +10,6 @@ runs per picture instead of one per box (FINDINGS.md: same quality at about a te
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import threading
 import warnings
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from workers.inference.base import Box, ModelLoadError
+from workers.inference.base import Box, ModelLoadError, image_key
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -162,7 +161,7 @@ class EffNet:
     def dense_grid_cached(self, image: Image) -> DenseGrid:
         """``dense_grid`` remembering the last few pictures: the detector and the region embedder look at
         the same picture one after the other in the pipeline."""
-        key = _image_key(image)
+        key = image_key(image)
         with self._cache_lock:
             hit = self._cache.get(key)
         if hit is not None:
@@ -179,10 +178,6 @@ class EffNet:
         self.load()
         fmap, probs = self._run(_pixels(image.convert("RGB")))
         return fmap.mean(axis=(0, 1)), probs
-
-
-def _image_key(image: Image) -> str:
-    return hashlib.blake2b(image.convert("RGB").tobytes(), digest_size=16).hexdigest() + f"{image.size}"
 
 
 def _pixels(image: Image) -> np.ndarray:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from workers.inference.base import Box, Detector, Region
+from workers.inference.base import Box, Detector, Region, image_key
 from workers.inference.offline.detector import nms  # greedy NMS over relative xywh boxes, numpy only
 from workers.inference.production.checkpoints import (
     checkpoint_settings,
@@ -110,7 +110,7 @@ class Owlv2Detector(Detector):
         import torch
 
         self.load()
-        key = hashlib.blake2b(image.convert("RGB").tobytes(), digest_size=16).hexdigest() + str(image.size)
+        key = image_key(image)
         with self._last_lock:
             if self._last is not None and self._last[0] == key:
                 return self._last[1], self._last[2]
