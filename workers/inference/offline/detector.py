@@ -339,12 +339,10 @@ class OfflineDetector(Detector):
         for j in np.flatnonzero(contains.max(axis=0) >= self.placement_threshold):
             phrase = placer.phrases[j]
             kind = "head" if phrase in ON_HEADS else "figure" if phrase in ON_FIGURES else "window"
-            if kind not in scored:
-                kind = "window"
-            if kind == "window":
-                boxes, scores = windows, placed[:, j]
-            else:
+            if kind in scored:
                 boxes, scores = candidates[kind], scored[kind][:, j]
+            else:  # not a phrase placed on people, or nobody in the picture
+                kind, boxes, scores = "window", windows, placed[:, j]
             i = int(scores.argmax())
             regions.append(
                 Region(
