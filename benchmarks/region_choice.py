@@ -60,8 +60,9 @@ def main() -> None:
     import django
 
     django.setup()
-    from collections_app.models import Artwork, Detail, DetailEmbedding, Placement
+    from collections_app.models import Artwork, Detail, DetailEmbedding
     from search_app.evaluation_metrics import REGION_IOU, iou
+    from search_app.pipeline import page_placements
     from search_app.query_encoding import encode_text_here
     from search_app.reranking import named_detail, named_placement, route_label
     from search_app.retrieval import halfvec_rows
@@ -110,12 +111,7 @@ def main() -> None:
             split["pairs"] += 1
             per_query[query["qid"]]["pairs"] += 1
             split["best_of_all"] += any(hits(d) for d in details)
-            placements = [
-                (label, (x, y, w, h))
-                for label, x, y, w, h in Placement.objects.filter(artwork_id=artwork_id).values_list(
-                    "label", "x", "y", "w", "h"
-                )
-            ]
+            placements = page_placements([artwork_id]).get(artwork_id, [])
             placed = named_placement(query["query"], placements)
             placed_hit = placed is not None and on_thing(placed[1])
             if placed is not None:
