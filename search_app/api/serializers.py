@@ -59,9 +59,20 @@ def subjects_of(notations: list[str]) -> list[dict[str, Any]]:
 # --- Details ---------------------------------------------------------------------------------------------
 
 
+def _box_field() -> serializers.ListField:
+    """A detail's or placement's ``box`` property, ``[x, y, w, h]``."""
+    return serializers.ListField(
+        child=serializers.FloatField(),
+        min_length=4,
+        max_length=4,
+        read_only=True,
+        help_text="[x, y, w, h] relative to the image (0..1).",
+    )
+
+
 class DetailSerializer(serializers.ModelSerializer[Detail]):
     artwork = serializers.IntegerField(source="artwork_id", read_only=True)
-    box = serializers.SerializerMethodField(help_text="[x, y, w, h] relative to the image (0..1).")
+    box = _box_field()
     crop_url = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
 
@@ -85,10 +96,6 @@ class DetailSerializer(serializers.ModelSerializer[Detail]):
             "crop_url",
         ]
 
-    @extend_schema_field(serializers.ListField(child=serializers.FloatField(), min_length=4, max_length=4))
-    def get_box(self, obj: Detail) -> list[float]:
-        return [obj.x, obj.y, obj.w, obj.h]
-
     def get_crop_url(self, obj: Detail) -> str:
         return _absolute(self.context.get("request"), reverse("api:detail-crop", kwargs={"pk": obj.pk}))
 
@@ -97,15 +104,11 @@ class DetailSerializer(serializers.ModelSerializer[Detail]):
 
 
 class PlacementSerializer(serializers.ModelSerializer[Placement]):
-    box = serializers.SerializerMethodField(help_text="[x, y, w, h] relative to the image (0..1).")
+    box = _box_field()
 
     class Meta:
         model = Placement
         fields = ["label", "box", "confidence", "model_key"]
-
-    @extend_schema_field(serializers.ListField(child=serializers.FloatField(), min_length=4, max_length=4))
-    def get_box(self, obj: Placement) -> list[float]:
-        return [obj.x, obj.y, obj.w, obj.h]
 
 
 class DetailListQuerySerializer(serializers.Serializer):
