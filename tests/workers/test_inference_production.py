@@ -521,9 +521,9 @@ def _through_the_entities_stage(detector, monkeypatch, picture: Image.Image):  #
 
     from collections_app.models import Stage
     from tests.factories import ArtworkFactory
+    from tests.workers.stages import run_stage
     from workers.inference import registry
     from workers.pipeline import entities, fetch
-    from workers.pipeline.state import step_begin, step_finish
 
     real = registry.get_model
     monkeypatch.setattr(
@@ -533,12 +533,8 @@ def _through_the_entities_stage(detector, monkeypatch, picture: Image.Image):  #
     buffer = io.BytesIO()
     picture.save(buffer, "JPEG")
     artwork.image.save("picture.jpg", ContentFile(buffer.getvalue()), save=True)
-    version = ""
-    for stage, service in ((Stage.FETCH, fetch.stage_fetch), (Stage.ENTITIES, entities.stage_entities)):
-        step_begin(artwork_id=artwork.pk, stage=stage)
-        version = service(artwork_id=artwork.pk)
-        step_finish(artwork_id=artwork.pk, stage=stage, model_version=version)
-    return artwork, version
+    run_stage(artwork.pk, Stage.FETCH, fetch.stage_fetch)
+    return artwork, run_stage(artwork.pk, Stage.ENTITIES, entities.stage_entities)
 
 
 @pytest.mark.django_db

@@ -4,7 +4,6 @@ pictures through the real offline models on the real database."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
@@ -24,13 +23,13 @@ from collections_app.models import (
 from tests.factories import ArtworkFactory
 from tests.workers.fakes import FakeFixedDetector, FakeUnnamedBoxesDetector
 from tests.workers.image_server import image_server_fixture  # noqa: F401 - the fixture
+from tests.workers.stages import run_stage
 from workers.inference import vocabulary
 from workers.inference.base import UNLABELLED, Region
 from workers.pipeline import captions, embed, entities, fetch, groups, naming, scenes
 from workers.pipeline.captions import caption_context
 from workers.pipeline.composition import Item, group_entities, pair_relations, scene_clusters
 from workers.pipeline.entities import regions_deduplicate
-from workers.pipeline.state import step_begin, step_finish
 
 # --- composition rules on boxes ------------------------------------------------------------------------
 
@@ -115,14 +114,6 @@ def artwork_from_file(path: Path, **fields: object) -> Artwork:
     artwork = ArtworkFactory(**fields)
     artwork.image.save(path.name, ContentFile(path.read_bytes()), save=True)
     return artwork
-
-
-def run_stage(artwork_id: int, stage: str, service: Any, *, force: bool = False) -> str:
-    """One stage as its task runs it: begun, done, its version recorded."""
-    step_begin(artwork_id=artwork_id, stage=stage)
-    version = service(artwork_id=artwork_id, force=force)
-    step_finish(artwork_id=artwork_id, stage=stage, model_version=version)
-    return str(version)
 
 
 def run_all(artwork_id: int, *, force: bool = False) -> None:
