@@ -20,7 +20,7 @@ with the listwise loss: assets/placer.npz) puts most on it. The site shows it fo
 phrase; it is never searched (collections_app.models.Placement). Where the detector found people, some
 phrases are placed on one of them instead: a halo (most are smaller than the smallest window) on a *head
 square* (``head_squares``: the top of a person's box, ``head_side`` of its width), a saint, Christ or the
-Virgin on a person box, the one the placer puts most on the phrase (versions 3 and 4;
+Virgin on a person box, the one the placer puts most on the phrase (versions 3 to 5;
 docs/evaluation.md).
 
 FINDINGS.md: window classification finds *what* is in a picture far better than *where*; the head's best
