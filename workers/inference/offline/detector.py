@@ -40,6 +40,7 @@ import numpy as np
 
 from workers.inference.base import Box, Detector, ModelLoadError, Region
 from workers.inference.offline.effnet import models_dir
+from workers.inference.offline.faces import FaceFinder
 from workers.inference.offline.localiser import DEFAULT_LOCALISER, DEFAULT_PLACER, Localiser, box_iou
 from workers.inference.offline.localiser import WINDOW_SIDES as LOCALISER_WINDOW_SIDES
 
@@ -82,6 +83,18 @@ WINDOW_SIDES = (0.5, 0.33, 0.2)  # of the picture's shorter side
 ON_HEADS = ("halo",)
 ON_FIGURES = ("saint", "Christ", "the Virgin Mary", "person")
 HEAD_SIDE = 0.5
+# Phrases placed relative to a face where the face finder (faces.py) finds one, before people and windows
+# (version 6): a box (dx, dy, w, h) in units of the face's longer side, centred dx, dy from the face's
+# centre (y downwards); the placer chooses the face. A halo is a square 2.4 faces wide, a little above the
+# face; an angel a box 6 faces wide and 10 tall, its centre 3 faces below the face's. Drawn, and the
+# phrases chosen, on the head's training pictures, by a cross-validation inside them (docs/evaluation.md).
+# Saints and Christ stay on person boxes (drawn from faces they gained only with the most face-like face,
+# not the placer's: not worth a second way of choosing); wings, books, crowns and the rest lost or did
+# not gain.
+AROUND_HEAD = (0.0, -0.3, 2.4, 2.4)
+FIGURE_BELOW = (0.0, 3.0, 6.0, 10.0)
+FROM_FACES: dict[str, tuple[float, float, float, float]] = {"halo": AROUND_HEAD, "angel": FIGURE_BELOW}
+FACE_THRESHOLD = 0.8  # MTCNN's score for a face to place things on
 WINDOW_STRIDE = 0.5  # of the window side
 LOCAL_LOCALISER_NAME = "offline-localiser.npz"
 LOCAL_PLACER_NAME = "offline-placer.npz"
@@ -147,8 +160,8 @@ def _starts(size: float) -> list[float]:
 class OfflineDetector(Detector):
     key = "offline-ssd-windows"
     # 2: windows placed by the localiser; 3: haloes placed on heads; 4: figures on people; 5: head squares
-    # square in pixels
-    version = "5"
+    # square in pixels; 6: haloes and figures placed from faces
+    version = "6"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -163,7 +176,10 @@ class OfflineDetector(Detector):
         # (0.2 chosen on the head's training pictures: docs/evaluation.md).
         self.placement_threshold = float(self.options.get("placement_threshold", 0.2))
         self.head_side = float(self.options.get("head_side", HEAD_SIDE))
-        self.on_people = bool(self.options.get("on_people", True))  # False: everything placed on windows
+        self.on_people = bool(self.options.get("on_people", True))  # False: nothing placed on people
+        self.on_faces = bool(self.options.get("on_faces", True))  # False: nothing placed from faces
+        self.face_threshold = float(self.options.get("face_threshold", FACE_THRESHOLD))
+        self._faces: FaceFinder | None = None
         self._net: Any = None
         self._net_lock = threading.Lock()
         self._embedder: OfflineEmbedder | None = None
@@ -219,6 +235,12 @@ class OfflineDetector(Detector):
             self._embedder = OfflineEmbedder(device="cpu", model_dir=self.model_dir, **self.options)
         return self._embedder
 
+    @property
+    def faces(self) -> FaceFinder:
+        if self._faces is None:
+            self._faces = FaceFinder()
+        return self._faces
+
     def _load(self) -> None:
         try:
             import cv2
@@ -233,6 +255,8 @@ class OfflineDetector(Detector):
             raise ModelLoadError(f"SSD-MobileNet-v2 COCO files not found in {folder}")
         self._net = cv2.dnn.readNetFromTensorflow(str(graph), str(config))
         self.embedder.load()
+        if self.on_faces:
+            self.faces.load()
 
     def _detect(self, image: Image) -> list[Region]:
         rgb = image.convert("RGB")
@@ -317,31 +341,34 @@ class OfflineDetector(Detector):
 
     def _place(self, image: Image, found: Sequence[Region]) -> list[Region]:
         """For each phrase the head may see in the picture (``placement_threshold``), the one window the
-        placer puts most on it: what the site outlines when a query names the phrase. In a picture with
-        people (``found`` labelled "person"), a phrase of ``ON_HEADS`` goes instead to the head square,
-        and one of ``ON_FIGURES`` to the person box, that the placer puts most on it (``on`` in the
-        region's attributes says which: "window", "head" or "figure")."""
+        placer puts most on it: what the site outlines when a query names the phrase. Some phrases go
+        elsewhere when the picture allows: one of ``FROM_FACES`` to a box drawn from a face the face
+        finder sees (``face_threshold``); else, in a picture with people (``found`` labelled "person"),
+        one of ``ON_HEADS`` to a head square and one of ``ON_FIGURES`` to a person box. In each case it is
+        the box of that kind the placer puts most on the phrase; ``on`` in the region's attributes says
+        which kind: "face", "head", "figure" or "window"."""
         placer = self.placer
         if placer is None:
             return []
         rgb = image.convert("RGB")
         windows, contains, placed = self._scored_windows(rgb, placer)
-        people = [r.box for r in found if r.label == "person"] if self.on_people else []
         aspect = rgb.width / rgb.height
-        candidates = {"head": head_squares(people, self.head_side, aspect), "figure": list(people)}
-        scored = {}
-        for kind, boxes in candidates.items():
-            if boxes:
-                features = self.embedder.region_features(rgb, boxes)
-                contain = placer.head_scores(features, self.embedder.head)
-                scored[kind] = placer.probabilities(features, contain, np.asarray(boxes))
+        seen = np.flatnonzero(contains.max(axis=0) >= self.placement_threshold)
+        faces = []
+        if self.on_faces and any(placer.phrases[j] in FROM_FACES for j in seen):
+            faces = [f.box for f in self.faces.faces(rgb) if f.score >= self.face_threshold]
+        people = [r.box for r in found if r.label == "person"] if self.on_people else []
         regions = []
-        for j in np.flatnonzero(contains.max(axis=0) >= self.placement_threshold):
+        scored: dict[tuple[Box, ...], np.ndarray] = {}  # phrases drawn alike share their boxes' scores
+        for j in seen:
             phrase = placer.phrases[j]
-            kind = "head" if phrase in ON_HEADS else "figure" if phrase in ON_FIGURES else "window"
-            if kind in scored:
-                boxes, scores = candidates[kind], scored[kind][:, j]
-            else:  # not a phrase placed on people, or nobody in the picture
+            kind, boxes = self._beside(phrase, faces, people, aspect)
+            if boxes:
+                key = tuple(boxes)
+                if key not in scored:
+                    scored[key] = self._placer_scores(rgb, placer, boxes)
+                scores = scored[key][:, j]
+            else:  # nothing to place it on: the placer's windows
                 kind, boxes, scores = "window", windows, placed[:, j]
             i = int(scores.argmax())
             regions.append(
@@ -354,6 +381,24 @@ class OfflineDetector(Detector):
                 )
             )
         return regions
+
+    def _beside(
+        self, phrase: str, faces: Sequence[Box], people: Sequence[Box], aspect: float
+    ) -> tuple[str, list[Box]]:
+        """Where ``_place`` looks for a phrase other than windows: the kind and its boxes (none: windows)."""
+        if phrase in FROM_FACES and faces:
+            return "face", face_boxes(faces, FROM_FACES[phrase], aspect)
+        if phrase in ON_HEADS and people:
+            return "head", head_squares(people, self.head_side, aspect)
+        if phrase in ON_FIGURES and people:
+            return "figure", list(people)
+        return "window", []
+
+    def _placer_scores(self, image: Image, placer: Localiser, boxes: Sequence[Box]) -> np.ndarray:
+        """The placer's probability that each box sits on each of its phrases: (boxes, phrases)."""
+        features = self.embedder.region_features(image, boxes)
+        contains = placer.head_scores(features, self.embedder.head)
+        return placer.probabilities(features, contains, np.asarray(boxes))
 
     def chosen_windows(
         self, contains: np.ndarray, placed: np.ndarray, boxes: np.ndarray
@@ -384,6 +429,25 @@ def head_squares(people: Sequence[Box], side: float = HEAD_SIDE, aspect: float =
         if edge > 0 and height > 0:
             squares.append((left, y, edge, height))
     return squares
+
+
+def face_boxes(
+    faces: Sequence[Box], rule: tuple[float, float, float, float], aspect: float = 1.0
+) -> list[Box]:
+    """For each face, the box ``rule`` draws from it: (dx, dy, w, h) in units of the face's longer side in
+    pixels, centred dx, dy from the face's centre, clipped to the picture (``aspect``: the picture's width
+    over its height, to turn fractions of the height into fractions of the width). Boxes left with no area
+    are dropped."""
+    dx, dy, w, h = rule
+    boxes = []
+    for x, y, fw, fh in faces:
+        side = max(fw, fh / aspect)  # in fractions of the width
+        cx, cy = x + fw / 2 + dx * side, y + fh / 2 + dy * side * aspect
+        half_w, half_h = w * side / 2, h * side * aspect / 2
+        box = _clip_box(cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+        if box is not None:
+            boxes.append(box)
+    return boxes
 
 
 def _clip_box(x1: float, y1: float, x2: float, y2: float) -> Box | None:
