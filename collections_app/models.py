@@ -232,8 +232,12 @@ class Placement(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["artwork", "label"], name="placement_one_per_label"),
             models.CheckConstraint(
-                condition=Q(x__gte=0) & Q(y__gte=0) & Q(w__gt=0) & Q(h__gt=0)
-                & Q(x__lte=1.0001 - models.F("w")) & Q(y__lte=1.0001 - models.F("h")),
+                condition=Q(x__gte=0)
+                & Q(y__gte=0)
+                & Q(w__gt=0)
+                & Q(h__gt=0)
+                & Q(x__lte=1.0001 - models.F("w"))
+                & Q(y__lte=1.0001 - models.F("h")),
                 name="placement_box_inside_image",
             ),
         ]

@@ -58,8 +58,15 @@ def real_artwork(art_dev):  # type: ignore[no-untyped-def]
     for i, box in enumerate(record["boxes"][:12]):
         x, y, w, h = box["bbox_rel"]
         DetailFactory(
-            artwork=artwork, level=levels[i % 3], x=x, y=y, w=min(w, 1 - x), h=min(h, 1 - y),
-            label=box["label"], caption=f"a {box['label']} in the icon", confidence=0.5 + i / 40,
+            artwork=artwork,
+            level=levels[i % 3],
+            x=x,
+            y=y,
+            w=min(w, 1 - x),
+            h=min(h, 1 - y),
+            label=box["label"],
+            caption=f"a {box['label']} in the icon",
+            confidence=0.5 + i / 40,
         )
     return artwork
 
@@ -271,8 +278,12 @@ def test_change_page_draws_every_detail_as_a_box_over_the_image(cataloger_client
 def test_change_page_shows_processing_steps_read_only(cataloger_client):
     artwork = ArtworkFactory()
     ProcessingStep.objects.create(
-        artwork=artwork, stage=Stage.ENTITIES, status=StageStatus.FAILED, attempts=3,
-        last_error="CUDA out of memory", model_version="ssd@2",
+        artwork=artwork,
+        stage=Stage.ENTITIES,
+        status=StageStatus.FAILED,
+        attempts=3,
+        last_error="CUDA out of memory",
+        model_version="ssd@2",
     )
     response = cataloger_client.get(change_url(artwork))
     html = response.content.decode()
@@ -386,8 +397,9 @@ def test_embeddings_are_shown_but_never_editable(admin_client):
 # --- Actions and the jobs view: real rows, real broker ------------------------------------------------
 
 
-def test_reprocess_action_queues_every_stage_on_the_broker(cataloger_client, redis_client,
-                                                           django_capture_on_commit_callbacks):
+def test_reprocess_action_queues_every_stage_on_the_broker(
+    cataloger_client, redis_client, django_capture_on_commit_callbacks
+):
     first, second = ArtworkFactory(), ArtworkFactory()
     ProcessingStep.objects.create(artwork=first, stage=Stage.EMBED, status=StageStatus.DONE)
     with django_capture_on_commit_callbacks(execute=True):
@@ -406,8 +418,9 @@ def test_reprocess_action_queues_every_stage_on_the_broker(cataloger_client, red
     assert all(m["kwargs"]["force"] is True for m in sent)
 
 
-def test_reembed_action_queues_only_the_embedding_stages(cataloger_client, redis_client,
-                                                         django_capture_on_commit_callbacks):
+def test_reembed_action_queues_only_the_embedding_stages(
+    cataloger_client, redis_client, django_capture_on_commit_callbacks
+):
     artwork = ArtworkFactory()
     with django_capture_on_commit_callbacks(execute=True):
         response = cataloger_client.post(
@@ -419,8 +432,9 @@ def test_reembed_action_queues_only_the_embedding_stages(cataloger_client, redis
     assert message["kwargs"] == {"artwork_id": artwork.pk, "force": True, "stages": ["embed", "captions"]}
 
 
-def test_a_new_image_queues_processing_when_processing_on_save(cataloger_client, redis_client, settings,
-                                                             django_capture_on_commit_callbacks):
+def test_a_new_image_queues_processing_when_processing_on_save(
+    cataloger_client, redis_client, settings, django_capture_on_commit_callbacks
+):
     settings.SEMART_PROCESS_ON_SAVE = True
     artwork = ArtworkFactory()
     page = cataloger_client.get(change_url(artwork))
@@ -486,8 +500,9 @@ def test_jobs_view_needs_the_view_permission(client, django_user_model):
     assert client.get(reverse("admin-jobs")).status_code == 403
 
 
-def test_retry_requeues_the_failed_stage_without_redoing_finished_ones(cataloger_client, redis_client,
-                                                                       django_capture_on_commit_callbacks):
+def test_retry_requeues_the_failed_stage_without_redoing_finished_ones(
+    cataloger_client, redis_client, django_capture_on_commit_callbacks
+):
     artwork, other = ArtworkFactory(), ArtworkFactory()
     done = ProcessingStep.objects.create(artwork=artwork, stage=Stage.FETCH, status=StageStatus.DONE)
     failed = _failed(artwork, Stage.ENTITIES)
@@ -507,8 +522,9 @@ def test_retry_requeues_the_failed_stage_without_redoing_finished_ones(cataloger
     assert message["kwargs"]["stages"] == ["entities"]
 
 
-def test_retry_all_failed_requeues_each_artwork_once(cataloger_client, redis_client,
-                                                     django_capture_on_commit_callbacks):
+def test_retry_all_failed_requeues_each_artwork_once(
+    cataloger_client, redis_client, django_capture_on_commit_callbacks
+):
     a, b = ArtworkFactory(), ArtworkFactory()
     _failed(a, Stage.FETCH)
     _failed(a, Stage.EMBED)

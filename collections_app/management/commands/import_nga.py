@@ -1,4 +1,6 @@
-"""manage.py import_nga --objects objects.csv --images published_images.csv [--limit N] [--classification X]
+"""Import the National Gallery of Art's open data:
+
+manage.py import_nga --objects objects.csv --images published_images.csv [--limit N] [--classification X]
 """
 
 from __future__ import annotations
