@@ -16,4 +16,4 @@ test: setup
 	scripts/test.sh $(TEST_ARGS)
 
 lint: setup
-	.venv/bin/ruff check . && .venv/bin/mypy .
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy .
