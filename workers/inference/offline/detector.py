@@ -395,7 +395,7 @@ class OfflineDetector(Detector):
             return "figure", list(people)
         return "window", []
 
-    def _placer_scores(self, image: Image, placer: Localiser, boxes: Sequence[Box]) -> np.ndarray:
+    def _placer_scores(self, image: Image, placer: Localiser, boxes: list[Box]) -> np.ndarray:
         """The placer's probability that each box sits on each of its phrases: (boxes, phrases)."""
         features = self.embedder.region_features(image, boxes)
         contains = placer.head_scores(features, self.embedder.head)
