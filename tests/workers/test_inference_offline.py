@@ -371,6 +371,9 @@ def test_the_face_finder_finds_a_painted_face_under_its_halo(
     assert halo[0] < x + w / 2 < halo[0] + halo[2] and halo[1] < y + h / 2 < halo[1] + halo[3]
     assert len(faces[0].landmarks) == 5 and all(x < px < x + w for px, _ in faces[0].landmarks)
     assert box_iou(face_boxes([faces[0].box], AROUND_HEAD)[0], halo[None])[0] >= 0.3
+    # A larger copy is shrunk to the same size first: the same face, in the same place.
+    larger = finder.faces(picture.resize((picture.width * 2, picture.height * 2)))
+    assert larger and np.allclose(larger[0].box, faces[0].box, atol=0.01)
     # Nothing in a blank picture, or in one smaller than the smallest face looked for.
     assert finder.faces(Image.new("RGB", (200, 160), (240, 230, 210))) == []
     assert finder.faces(picture.resize((10, 10))) == []
