@@ -387,7 +387,7 @@ def test_the_face_finder_says_clearly_when_its_networks_are_missing(monkeypatch:
         faces.FaceFinder().load()
 
 
-def test_haloes_and_figures_are_placed_from_faces_before_people(
+def test_haloes_and_angels_are_placed_from_faces_before_people(
     detector: OfflineDetector, art_dev: Path
 ) -> None:
     from workers.inference.offline.detector import FROM_FACES, face_boxes
