@@ -51,7 +51,8 @@ def box_iou(box: Box | np.ndarray, windows: np.ndarray) -> np.ndarray:
     return inter / np.maximum(windows[:, 2] * windows[:, 3] + box[2] * box[3] - inter, 1e-12)
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)), p clipped to [1e-4, 1 - 1e-4]."""
     p = np.clip(np.asarray(p, dtype=np.float32), 1e-4, 1 - 1e-4)
     return np.log(p / (1 - p))
 
@@ -87,7 +88,7 @@ class Localiser:
         pooled features and the head's probabilities (``head_scores``) for the same windows."""
         logits = self._logits(
             np.atleast_2d(np.asarray(features, dtype=np.float32)),
-            _logit(head_scores),
+            logit(head_scores),
             np.asarray(windows, dtype=np.float32),
         )
         return 1.0 / (1.0 + np.exp(-logits))
@@ -193,7 +194,7 @@ def window_set(
             grid = get_effnet().dense_grid(rgb)
             windows = np.asarray(sliding_windows(*rgb.size, sides=WINDOW_SIDES), dtype=np.float32)
         features = np.stack([grid.pool(tuple(w)) for w in windows]).astype(np.float32)
-        contains = _logit(head.label_scores(head.project(features))[:, columns])
+        contains = logit(head.label_scores(head.project(features))[:, columns])
         best = np.zeros((len(windows), len(phrases)), dtype=np.float32)
         for box, label in picture.boxes:
             j = index.get(readable_label(label))
