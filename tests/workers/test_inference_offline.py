@@ -282,7 +282,7 @@ def test_detector_uses_the_localiser_and_says_so_in_its_model_key(
 def test_detector_places_each_label_it_finds(detector: OfflineDetector, art_dev: Path) -> None:
     placer = detector.placer
     assert placer is not None and placer.version != detector.localiser.version  # type: ignore[union-attr]
-    assert detector.model_key.endswith(f"+place-{placer.version}")
+    assert f"+place-{placer.version}" in detector.model_key
     picture = _open(art_dev, "A0319")
     found = {r.label for r in detector.detect(picture) if r.source == "window"}
     placed = detector.place(picture)

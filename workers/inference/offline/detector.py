@@ -22,7 +22,10 @@ phrases are placed on one of them instead: a halo (most are smaller than the sma
 square* (``head_squares``: the top of a person's box, ``head_side`` of its width), a saint, Christ or the
 Virgin on a person box, the one the placer puts most on the phrase (versions 3 to 5;
 docs/evaluation.md). Before people come faces (version 6): where the face finder (faces.py, MTCNN) sees a
-face, a halo is placed on a square around its head and an angel on a box below it (``FROM_FACES``).
+face, a halo is placed on a square around its head and an angel on a box below it (``FROM_FACES``). A
+few phrases left to windows (a book, the blessing hand, a shield) are placed by the placer and the
+**context prior** together (version 7; context.py): where such things usually sit, in the picture and
+from a face.
 
 FINDINGS.md: window classification finds *what* is in a picture far better than *where*; the head's best
 window for a label hit the true box about as often as a random one (region hit@10 0.08 on held-out
@@ -40,9 +43,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workers.inference.base import Box, Detector, ModelLoadError, Region
+from workers.inference.offline.context import DEFAULT_CONTEXT, LOCAL_CONTEXT_NAME, ContextPrior
 from workers.inference.offline.effnet import models_dir
 from workers.inference.offline.faces import FaceFinder
-from workers.inference.offline.localiser import DEFAULT_LOCALISER, DEFAULT_PLACER, Localiser, box_iou
+from workers.inference.offline.localiser import DEFAULT_LOCALISER, DEFAULT_PLACER, Localiser, box_iou, logit
 from workers.inference.offline.localiser import WINDOW_SIDES as LOCALISER_WINDOW_SIDES
 
 if TYPE_CHECKING:
@@ -111,7 +115,8 @@ def localiser_path(
 ) -> Path | None:
     """An explicit ``localiser_path`` option ("" for none), else one trained here
     (``<model_dir>/offline-localiser.npz``), else the one shipped with the code, if present. The placer's
-    is found the same way (``placer_path``, ``offline-placer.npz``, ``assets/placer.npz``)."""
+    is found the same way (``placer_path``, ``offline-placer.npz``, ``assets/placer.npz``), and so is the
+    context prior (``context_path``, ``offline-context.npz``, ``assets/context.npz``)."""
     if option in options:
         return Path(options[option]) if options[option] else None
     if model_dir is not None and (model_dir / local_name).is_file():
@@ -122,6 +127,12 @@ def localiser_path(
 def placer_path(model_dir: Path | None, options: dict[str, Any]) -> Path | None:
     return localiser_path(
         model_dir, options, option="placer_path", local_name=LOCAL_PLACER_NAME, shipped=DEFAULT_PLACER
+    )
+
+
+def context_path(model_dir: Path | None, options: dict[str, Any]) -> Path | None:
+    return localiser_path(
+        model_dir, options, option="context_path", local_name=LOCAL_CONTEXT_NAME, shipped=DEFAULT_CONTEXT
     )
 
 
@@ -161,8 +172,9 @@ def _starts(size: float) -> list[float]:
 class OfflineDetector(Detector):
     key = "offline-ssd-windows"
     # 2: windows placed by the localiser; 3: haloes placed on heads; 4: figures on people; 5: head squares
-    # square in pixels; 6: haloes and angels placed from faces
-    version = "6"
+    # square in pixels; 6: haloes and angels placed from faces; 7: books, blessing hands and shields placed
+    # with the context prior
+    version = "7"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -189,13 +201,16 @@ class OfflineDetector(Detector):
             "localiser": localiser_path(self.model_dir, self.options),
             "placer": placer_path(self.model_dir, self.options),
         }
+        self._context_path = context_path(self.model_dir, self.options)
+        self._context: ContextPrior | None = None
 
     @property
     def model_key(self) -> str:
         # Window labels come from the head (and the localiser): a new one is a new detector output too.
         key = f"{self.key}@{self.version}+{self.embedder.version}"
         key += f"+loc-{self.localiser.version}" if self.localiser is not None else ""
-        return key + (f"+place-{self.placer.version}" if self.placer is not None else "")
+        key += f"+place-{self.placer.version}" if self.placer is not None else ""
+        return key + (f"+ctx-{self.context.version}" if self.context is not None else "")
 
     @property
     def localiser(self) -> Localiser | None:
@@ -208,6 +223,14 @@ class OfflineDetector(Detector):
         """The localiser that places what the detector shows (``place``); None as for ``localiser``:
         then nothing is placed."""
         return self._localiser_for("placer")
+
+    @property
+    def context(self) -> ContextPrior | None:
+        """Where the placer's phrases usually sit (context.py): the ``context_path`` option ("" for none),
+        else one fitted here (``<model_dir>/offline-context.npz``), else the shipped one."""
+        if self._context is None and self._context_path is not None:
+            self._context = ContextPrior.load(self._context_path)
+        return self._context
 
     def _localiser_for(self, role: str) -> Localiser | None:
         path = self._localiser_paths[role]
@@ -347,7 +370,9 @@ class OfflineDetector(Detector):
         finder sees (``face_threshold``); else, in a picture with people (``found`` labelled "person"),
         one of ``ON_HEADS`` to a head square and one of ``ON_FIGURES`` to a person box. In each case it is
         the box of that kind the placer puts most on the phrase; ``on`` in the region's attributes says
-        which kind: "face", "head", "figure" or "window"."""
+        which kind: "face", "head", "figure" or "window". Among windows, a phrase the context prior knows
+        goes to the window with the highest placer logit plus log prior (``context`` in the attributes
+        names the prior's version)."""
         placer = self.placer
         if placer is None:
             return []
@@ -355,8 +380,12 @@ class OfflineDetector(Detector):
         windows, contains, placed = self._scored_windows(rgb, placer)
         aspect = rgb.width / rgb.height
         seen = np.flatnonzero(contains.max(axis=0) >= self.placement_threshold)
+        context = self.context
         faces = []
-        if self.on_faces and any(placer.phrases[j] in FROM_FACES for j in seen):
+        if self.on_faces and any(
+            placer.phrases[j] in FROM_FACES or (context is not None and context.uses_faces(placer.phrases[j]))
+            for j in seen
+        ):
             faces = [f.box for f in self.faces.faces(rgb) if f.score >= self.face_threshold]
         people = [r.box for r in found if r.label == "person"] if self.on_people else []
         regions = []
@@ -364,21 +393,26 @@ class OfflineDetector(Detector):
         for j in seen:
             phrase = placer.phrases[j]
             kind, boxes = self._beside(phrase, faces, people, aspect)
+            attributes = {"placer": placer.version}
             if boxes:
                 key = tuple(boxes)
                 if key not in scored:
                     scored[key] = self._placer_scores(rgb, placer, boxes)
-                scores = scored[key][:, j]
-            else:  # nothing to place it on: the placer's windows
+                scores = ranked = scored[key][:, j]
+            else:  # nothing to place it on: the placer's windows, where such things usually are
                 kind, boxes, scores = "window", windows, placed[:, j]
-            i = int(scores.argmax())
+                ranked = scores
+                if context is not None and phrase in context.in_picture:
+                    ranked = logit(scores) + context.log_prior(phrase, np.asarray(windows), rgb.size, faces)
+                    attributes["context"] = context.version
+            i = int(ranked.argmax())
             regions.append(
                 Region(
                     box=boxes[i],
                     label=phrase,
                     confidence=float(scores[i]),
                     source="placement",
-                    attributes={"placer": placer.version, "on": kind},
+                    attributes={**attributes, "on": kind},
                 )
             )
         return regions
