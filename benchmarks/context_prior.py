@@ -1,6 +1,6 @@
 """Does the context prior (workers/inference/offline/context.py) place things better, and for which phrases?
 
-    .venv/bin/python benchmarks/context_prior.py [--dataset DIR (art-dev)] [--cache FILE] [--shuffles 5]
+    .venv/bin/python benchmarks/context_prior.py [--dataset DIR (art-dev)] [--cache FILE] [--shuffles 20]
 
 Runs the offline detector's placer and face finder on every picture of the set with boxes (about 0.7 s a
 picture on one core; ``--cache`` keeps what they gave, for a second run), then per phrase with at least
@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument(
         "--cache", type=Path, default=None, help="Keep (or reuse) the detector's outputs here."
     )
-    parser.add_argument("--shuffles", type=int, default=5)
+    parser.add_argument("--shuffles", type=int, default=20)
     parser.add_argument("--min-pictures", type=int, default=6)
     args = parser.parse_args()
 

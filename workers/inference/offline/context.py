@@ -35,7 +35,7 @@ DEFAULT_CONTEXT = ASSETS / "context.npz"
 LOCAL_CONTEXT_NAME = "offline-context.npz"
 # Phrases whose placement the prior improved in a cross-validation inside the head's training pictures
 # by more than the spread of the gain over folds (benchmarks/context_prior.py; docs/evaluation.md).
-CONTEXT_PHRASES = ("book", "blessing hand of Christ", "shield")
+CONTEXT_PHRASES = ("book", "blessing hand of Christ", "shield", "the Christ Child")
 # Kernel widths: centre x, y (fractions of the picture) and log size; in the face frame, centre offsets
 # in face-sides and log width and height. 0.7x and 1.4x both placed fewer things in the cross-validation.
 IN_PICTURE_BANDWIDTH = np.array([0.12, 0.12, 0.3])

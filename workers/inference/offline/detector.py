@@ -22,10 +22,10 @@ phrases are placed on one of them instead: a halo (most are smaller than the sma
 square* (``head_squares``: the top of a person's box, ``head_side`` of its width), a saint, Christ or the
 Virgin on a person box, the one the placer puts most on the phrase (versions 3 to 5;
 docs/evaluation.md). Before people come faces (version 6): where the face finder (faces.py, MTCNN) sees a
-face, a halo is placed on a square around its head and an angel on a box below it (``FROM_FACES``). A
-few phrases left to windows (a book, the blessing hand, a shield) are placed by the placer and the
-**context prior** together (version 7; context.py): where such things usually sit, in the picture and
-from a face.
+face, a halo is placed on a square around its head and an angel on a box below it (``FROM_FACES``). A few
+phrases left to windows (a book, the blessing hand, a shield, the Christ Child) are placed by the placer and
+the **context prior** together (version 7; context.py): where such things usually sit, in the picture and from
+a face.
 
 FINDINGS.md: window classification finds *what* is in a picture far better than *where*; the head's best
 window for a label hit the true box about as often as a random one (region hit@10 0.08 on held-out
@@ -172,8 +172,8 @@ def _starts(size: float) -> list[float]:
 class OfflineDetector(Detector):
     key = "offline-ssd-windows"
     # 2: windows placed by the localiser; 3: haloes placed on heads; 4: figures on people; 5: head squares
-    # square in pixels; 6: haloes and angels placed from faces; 7: books, blessing hands and shields placed
-    # with the context prior
+    # square in pixels; 6: haloes and angels placed from faces; 7: books, blessing hands, shields and the
+    # Christ Child placed with the context prior
     version = "7"
 
     def __init__(self, **kwargs: Any) -> None:
