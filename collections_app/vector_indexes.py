@@ -30,6 +30,10 @@ def ensure_hnsw_index(*, target: str, model_key: str, kind: str, dim: int) -> st
     name = index_name(target, model_key, kind, dim)
     # DDL takes no parameters; model_key and kind were checked above, so quoting them is safe.
     with connection.cursor() as cursor:
+        # Two workers storing a new model's first vectors create the same index: without the lock, the
+        # second's IF NOT EXISTS waits on the first's uncommitted catalogue row and then fails on it. Held
+        # to the end of the caller's transaction (in autocommit, of this statement only).
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
         cursor.execute(
             f"CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw "
             f"((vector::halfvec({int(dim)})) halfvec_cosine_ops) "

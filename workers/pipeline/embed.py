@@ -27,7 +27,9 @@ def vector_index_ensure(*, target: str, model_key: str, kind: str, dim: int) -> 
         with transaction.atomic():
             ensure_hnsw_index(target=target, model_key=model_key, kind=kind, dim=dim)
     except DatabaseError:
-        # Two workers creating the same index at once: one wins; `manage.py vector_indexes` repairs any gap.
+        # Two workers creating the same index wait for each other (ensure_hnsw_index); anything else that
+        # fails here leaves the vectors stored and searchable by exact scan: `manage.py vector_indexes`
+        # creates what is missing.
         logger.warning("could not create the HNSW index for %s", key, exc_info=True)
         return
     _ensured.add(key)
