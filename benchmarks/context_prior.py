@@ -52,7 +52,7 @@ def observe(dataset: Path) -> dict[str, Any]:
     for n, picture in enumerate(p for p in read_art_dev(dataset) if p.boxes):
         with Image.open(picture.path) as image:
             rgb = image.convert("RGB")
-        windows, _, placed = detector._scored_windows(rgb, placer)
+        windows, _, placed = detector.scored_windows(rgb, placer)
         faces = [f.box for f in detector.faces.faces(rgb) if f.score >= detector.face_threshold]
         shipped = {r.label: (r.box, r.attributes["on"]) for r in detector.place(rgb, detector.detect(rgb))}
         boxes: dict[str, list[tuple[float, ...]]] = defaultdict(list)

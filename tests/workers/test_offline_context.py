@@ -155,7 +155,7 @@ def test_the_shipped_prior_places_books_better_on_unseen_pictures(
     hits = {"placer": 0, "with_prior": 0}
     for picture in unseen:
         rgb = _open(art_dev, picture.id)
-        windows, _, placed = detector._scored_windows(rgb, placer)
+        windows, _, placed = detector.scored_windows(rgb, placer)
         faces = [f.box for f in detector.faces.faces(rgb) if f.score >= detector.face_threshold]
         alone = logit(placed[:, column])
         with_prior = alone + prior.log_prior("book", np.asarray(windows), rgb.size, faces)

@@ -37,7 +37,8 @@ LOCAL_CONTEXT_NAME = "offline-context.npz"
 # by more than the spread of the gain over folds (benchmarks/context_prior.py; docs/evaluation.md).
 CONTEXT_PHRASES = ("book", "blessing hand of Christ", "shield", "the Christ Child")
 # Kernel widths: centre x, y (fractions of the picture) and log size; in the face frame, centre offsets
-# in face-sides and log width and height. 0.7x and 1.4x both placed fewer things in the cross-validation.
+# in face-sides and log width and height. Set once; 0.7x and 1.4x them placed fewer things
+# (docs/evaluation.md).
 IN_PICTURE_BANDWIDTH = np.array([0.12, 0.12, 0.3])
 FROM_FACE_BANDWIDTH = np.array([0.75, 0.75, 0.35, 0.35])
 FLOOR = 1e-4  # density added before the log: a window where no training box was is unlikely, not barred

@@ -339,7 +339,7 @@ class OfflineDetector(Detector):
                 )
         return regions
 
-    def _scored_windows(self, image: Image, localiser: Localiser) -> tuple[list[Box], np.ndarray, np.ndarray]:
+    def scored_windows(self, image: Image, localiser: Localiser) -> tuple[list[Box], np.ndarray, np.ndarray]:
         """The localiser's windows of an RGB picture, with the head's probability that each contains each
         of the localiser's phrases and the localiser's that it sits on it (both (windows, phrases)). The
         dense grid behind the features is the embedder's cached one, so the detector's localiser and its
@@ -350,7 +350,7 @@ class OfflineDetector(Detector):
         return windows, contains, localiser.probabilities(features, contains, np.asarray(windows))
 
     def _localised_regions(self, image: Image, localiser: Localiser) -> list[Region]:
-        windows, contains, placed = self._scored_windows(image, localiser)
+        windows, contains, placed = self.scored_windows(image, localiser)
         return [
             Region(
                 box=windows[i],
@@ -377,7 +377,7 @@ class OfflineDetector(Detector):
         if placer is None:
             return []
         rgb = image.convert("RGB")
-        windows, contains, placed = self._scored_windows(rgb, placer)
+        windows, contains, placed = self.scored_windows(rgb, placer)
         aspect = rgb.width / rgb.height
         seen = np.flatnonzero(contains.max(axis=0) >= self.placement_threshold)
         context = self.context

@@ -84,7 +84,7 @@ class Command(BaseCommand):
         )
         hits = {phrase: {"pictures": 0, "placer": 0, "placer_and_prior": 0} for phrase in sorted(phrases)}
         for picture_id, rgb, boxes in held:
-            windows, _, placed = detector._scored_windows(rgb, placer)
+            windows, _, placed = detector.scored_windows(rgb, placer)
             windows_array = np.asarray(windows)
             for phrase in {phrase for _, phrase in boxes}:
                 truths = np.asarray([box for box, p in boxes if p == phrase])
