@@ -199,7 +199,7 @@ def fit(
                 )
     return ContextPrior(
         in_picture={p: np.asarray(v).reshape(-1, 3) for p, v in in_frame.items() if v},
-        from_face={p: np.asarray(v).reshape(-1, 4) for p, v in face_frame.items() if v and in_frame[p]},
+        from_face={p: np.asarray(v).reshape(-1, 4) for p, v in face_frame.items() if v},
         train_ids=sorted(used),
         metadata={"boxes": {p: len(v) for p, v in in_frame.items()}},
     )
