@@ -441,7 +441,9 @@ class HealthCheckSerializer(serializers.Serializer):
 
 
 class WorkersCheckSerializer(HealthCheckSerializer):
-    workers = serializers.ListField(child=serializers.CharField())
+    workers = serializers.ListField(
+        child=serializers.CharField(), help_text="The first worker that answered (the check stops there)."
+    )
 
 
 class HealthChecksSerializer(serializers.Serializer):

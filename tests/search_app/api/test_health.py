@@ -35,7 +35,10 @@ def test_health_degraded_not_down_when_the_broker_is_down(api, settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_health_sees_a_running_worker(api, celery_worker):
+def test_health_sees_a_running_worker_and_does_not_wait_out_the_timeout(api, celery_worker, settings):
+    settings.SEMART_API = {**settings.SEMART_API, "health_timeout_s": 20.0}
     body = api.get("/api/v1/health/").json()
     assert body["status"] == "ok", body
     assert body["checks"]["workers"]["ok"] and len(body["checks"]["workers"]["workers"]) == 1
+    # The check returns on the first reply: waiting for every worker would take the whole 20 s.
+    assert body["checks"]["workers"]["ms"] < 10_000, body
