@@ -193,3 +193,20 @@ def test_train_context_command_writes_and_reports(art_dev: Path, tmp_path: Path)
             str(tmp_path / "u.npz"),
         )
     assert not (tmp_path / "u.npz").exists()
+
+
+def test_a_prior_fitted_beside_another_placer_is_used_and_said_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shipped = ContextPrior.load(context.DEFAULT_CONTEXT)
+    assert shipped.metadata["placer"] == OfflineDetector(device="cpu").placer.version  # type: ignore[union-attr]
+    shipped.metadata["placer"] = "another-placer"
+    shipped.save(tmp_path / "other.npz")
+    with caplog.at_level("WARNING", logger="workers.inference.offline.detector"):
+        detector = OfflineDetector(device="cpu", context_path=str(tmp_path / "other.npz"))
+        assert detector.context is not None and detector.context.version == shipped.version
+    assert "fitted beside placer another-placer" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="workers.inference.offline.detector"):
+        assert OfflineDetector(device="cpu").context is not None
+    assert "fitted beside" not in caplog.text

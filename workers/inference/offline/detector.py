@@ -227,9 +227,21 @@ class OfflineDetector(Detector):
     @property
     def context(self) -> ContextPrior | None:
         """Where the placer's phrases usually sit (context.py): the ``context_path`` option ("" for none),
-        else one fitted here (``<model_dir>/offline-context.npz``), else the shipped one."""
+        else one fitted here (``<model_dir>/offline-context.npz``), else the shipped one. Fitted beside
+        another placer it is still used (where things sit does not depend on the placer), with a warning:
+        its phrases and its weight against the placer's logit were chosen with that one."""
         if self._context is None and self._context_path is not None:
             self._context = ContextPrior.load(self._context_path)
+            fitted_with = self._context.metadata.get("placer")
+            placer = self.placer
+            if placer is not None and fitted_with not in (None, placer.version):
+                logger.warning(
+                    "context prior %s was fitted beside placer %s, not the active %s: refit it "
+                    "(manage.py train_context) and check its phrases (benchmarks/context_prior.py)",
+                    self._context_path,
+                    fitted_with,
+                    placer.version,
+                )
         return self._context
 
     def _localiser_for(self, role: str) -> Localiser | None:

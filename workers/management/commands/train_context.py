@@ -95,6 +95,7 @@ class Command(BaseCommand):
                 for name, ranked in (("placer", score), ("placer_and_prior", score + prior)):
                     counts[name] += int(box_iou(windows[int(np.argmax(ranked))], truths).max() >= 0.3)
         fitted.metadata["held_out_hits"] = hits
+        fitted.metadata["placer"] = placer.version  # what its phrases and weight were chosen beside
         out: Path = options["out"] or Path(settings.SEMART_MODEL_DIR) / context.LOCAL_CONTEXT_NAME
         fitted.save(out)
         summary = {
