@@ -16,7 +16,8 @@ query's), ``best_of_label`` (an oracle: any detail with the label named hits) an
 oracle over every detail of the picture). Beside them, the placements (collections_app.models.Placement):
 ``placement_named``, the query names a label placed in the picture, and ``placement``, that placement hits;
 and ``shown``, what an artworks search shows (``search_app.pipeline.shown_region``: the placement, else
-the most confident detail with the label named), counted over every pair.
+the most confident detail with the label named), counted over every pair, and per query (``shown``,
+``shown_held_out`` of ``held_out_pairs``).
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ def main() -> None:
         s: {"pairs": 0, "label_named": 0, **dict.fromkeys(RULES, 0)} for s in splits
     }
     per_query: dict[str, dict[str, int]] = defaultdict(
-        lambda: {"pairs": 0, "label_named": 0, "most_confident": 0}
-    )
+        lambda: {"pairs": 0, "label_named": 0, "most_confident": 0, "shown": 0, "held_out_pairs": 0,
+                 "shown_held_out": 0}
+    )  # fmt: skip
     for query in queries:
         if query["type"] != "detail":
             continue
@@ -107,9 +109,13 @@ def main() -> None:
             def hits(d: tuple[Any, ...]) -> bool:
                 return on_thing(d[3:7])
 
-            split = counts["trained" if image_id in trained else "held_out"]
+            held_out = image_id not in trained
+            split = counts["held_out" if held_out else "trained"]
             split["pairs"] += 1
-            per_query[query["qid"]]["pairs"] += 1
+            mine = per_query[query["qid"]]
+            mine["pairs"] += 1
+            mine["held_out_pairs"] += held_out
+
             split["best_of_all"] += any(hits(d) for d in details)
             placements = page_placements([artwork_id]).get(artwork_id, [])
             placed = named_placement(query["query"], placements)
@@ -119,7 +125,7 @@ def main() -> None:
                 split["placement"] += placed_hit
             label = route_label(query["query"], [d[1] for d in details])
             if label is None:
-                split["shown"] += placed_hit
+                _count_shown(placed_hit, split, mine, held_out)
                 continue
             split["label_named"] += 1
             per_query[query["qid"]]["label_named"] += 1
@@ -127,7 +133,7 @@ def main() -> None:
             chosen = named_detail(query["query"], [(d[0], d[1], float(d[2])) for d in details])
             shown = next(d for d in named if d[0] == chosen)
             split["most_confident"] += hits(shown)
-            split["shown"] += placed_hit if placed is not None else hits(shown)
+            _count_shown(placed_hit if placed is not None else hits(shown), split, mine, held_out)
 
             def support(d: tuple[Any, ...], named: list[tuple[Any, ...]] = named) -> float:
                 return sum(
@@ -155,6 +161,13 @@ def main() -> None:
         split["fractions"] = {k: round(split[k] / n, 3) for k in ("label_named", *RULES)}
     print(json.dumps({"benchmark": "region_choice", "model_key": embedder.model_key, "splits": counts,
                       "per_query": per_query}, indent=1))  # fmt: skip
+
+
+def _count_shown(hit: bool, split: dict[str, Any], mine: dict[str, int], held_out: bool) -> None:
+    """Whether what an artworks search shows for a pair hits: counted for its split and its query."""
+    split["shown"] += hit
+    mine["shown"] += hit
+    mine["shown_held_out"] += hit and held_out
 
 
 if __name__ == "__main__":
