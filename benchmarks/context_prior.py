@@ -87,9 +87,12 @@ def hits(seen: dict[str, Any], phrase: str, ids: list[str], prior: context.Conte
         if on != "window":
             out.append(_hit(box, picture["boxes"][phrase]))
             continue
-        score = logit(picture["placed"][:, column])
-        if prior is not None:
-            score = score + prior.log_prior(phrase, picture["windows"], picture["size"], picture["faces"])
+        placed = picture["placed"][:, column]
+        score = (
+            logit(placed)
+            if prior is None
+            else prior.rank(phrase, placed, picture["windows"], picture["size"], picture["faces"])
+        )
         out.append(_hit(picture["windows"][int(np.argmax(score))], picture["boxes"][phrase]))
     return np.asarray(out, dtype=float)
 

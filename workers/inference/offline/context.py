@@ -30,6 +30,7 @@ import numpy as np
 
 from workers.inference.base import Box, ModelLoadError
 from workers.inference.offline.head import ASSETS
+from workers.inference.offline.localiser import logit
 
 DEFAULT_CONTEXT = ASSETS / "context.npz"
 LOCAL_CONTEXT_NAME = "offline-context.npz"
@@ -139,6 +140,18 @@ class ContextPrior:
             )
             score += np.log(near + FLOOR)
         return score
+
+    def rank(
+        self,
+        phrase: str,
+        placed: np.ndarray,
+        windows: np.ndarray,
+        size: tuple[int, int],
+        faces: Sequence[Box] = (),
+    ) -> np.ndarray:
+        """What the detector picks a window by: the placer's logit for the phrase (``placed``: its
+        probability for each window) plus the log prior."""
+        return logit(placed) + self.log_prior(phrase, windows, size, faces)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

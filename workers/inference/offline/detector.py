@@ -46,7 +46,7 @@ from workers.inference.base import Box, Detector, ModelLoadError, Region
 from workers.inference.offline.context import DEFAULT_CONTEXT, LOCAL_CONTEXT_NAME, ContextPrior
 from workers.inference.offline.effnet import models_dir
 from workers.inference.offline.faces import FaceFinder
-from workers.inference.offline.localiser import DEFAULT_LOCALISER, DEFAULT_PLACER, Localiser, box_iou, logit
+from workers.inference.offline.localiser import DEFAULT_LOCALISER, DEFAULT_PLACER, Localiser, box_iou
 from workers.inference.offline.localiser import WINDOW_SIDES as LOCALISER_WINDOW_SIDES
 
 if TYPE_CHECKING:
@@ -415,7 +415,7 @@ class OfflineDetector(Detector):
                 kind, boxes, scores = "window", windows, placed[:, j]
                 ranked = scores
                 if context is not None and phrase in context.in_picture:
-                    ranked = logit(scores) + context.log_prior(phrase, np.asarray(windows), rgb.size, faces)
+                    ranked = context.rank(phrase, scores, np.asarray(windows), rgb.size, faces)
                     attributes["context"] = context.version
             i = int(ranked.argmax())
             regions.append(

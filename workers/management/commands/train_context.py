@@ -88,11 +88,11 @@ class Command(BaseCommand):
             windows_array = np.asarray(windows)
             for phrase in {phrase for _, phrase in boxes}:
                 truths = np.asarray([box for box, p in boxes if p == phrase])
-                score = logit(placed[:, placer.phrases.index(phrase)])
-                prior = fitted.log_prior(phrase, windows_array, rgb.size, faces[picture_id])
+                column = placed[:, placer.phrases.index(phrase)]
+                with_prior = fitted.rank(phrase, column, windows_array, rgb.size, faces[picture_id])
                 counts = hits[phrase]
                 counts["pictures"] += 1
-                for name, ranked in (("placer", score), ("placer_and_prior", score + prior)):
+                for name, ranked in (("placer", logit(column)), ("placer_and_prior", with_prior)):
                     counts[name] += int(box_iou(windows[int(np.argmax(ranked))], truths).max() >= 0.3)
         fitted.metadata["held_out_hits"] = hits
         fitted.metadata["placer"] = placer.version  # what its phrases and weight were chosen beside
