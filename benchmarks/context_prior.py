@@ -53,7 +53,7 @@ def observe(dataset: Path) -> dict[str, Any]:
         with Image.open(picture.path) as image:
             rgb = image.convert("RGB")
         windows, _, placed = detector.scored_windows(rgb, placer)
-        faces = [f.box for f in detector.faces.faces(rgb) if f.score >= detector.face_threshold]
+        faces = detector.placement_faces(rgb)
         shipped = {r.label: (r.box, r.attributes["on"]) for r in detector.place(rgb, detector.detect(rgb))}
         boxes: dict[str, list[tuple[float, ...]]] = defaultdict(list)
         for box, label in picture.boxes:

@@ -277,6 +277,11 @@ class OfflineDetector(Detector):
             self._faces = FaceFinder()
         return self._faces
 
+    def placement_faces(self, image: Image) -> list[Box]:
+        """The faces things are placed from (and the context prior measures from): those the face finder
+        scores >= ``face_threshold``."""
+        return [f.box for f in self.faces.faces(image) if f.score >= self.face_threshold]
+
     def _load(self) -> None:
         try:
             import cv2
@@ -398,7 +403,7 @@ class OfflineDetector(Detector):
             placer.phrases[j] in FROM_FACES or (context is not None and context.uses_faces(placer.phrases[j]))
             for j in seen
         ):
-            faces = [f.box for f in self.faces.faces(rgb) if f.score >= self.face_threshold]
+            faces = self.placement_faces(rgb)
         people = [r.box for r in found if r.label == "person"] if self.on_people else []
         regions = []
         scored: dict[tuple[Box, ...], np.ndarray] = {}  # phrases drawn alike share their boxes' scores

@@ -75,10 +75,7 @@ class Command(BaseCommand):
         held = [p for p in pictures if p[0] not in trained_on]
         if not train:
             raise CommandError("no picture with a box of these phrases is among the head's training pictures")
-        faces = {
-            picture_id: [f.box for f in detector.faces.faces(rgb) if f.score >= detector.face_threshold]
-            for picture_id, rgb, _ in pictures
-        }
+        faces = {picture_id: detector.placement_faces(rgb) for picture_id, rgb, _ in pictures}
         fitted = context.fit(
             [(i, rgb.size, boxes) for i, rgb, boxes in train], sorted(phrases), faces.__getitem__
         )
